@@ -251,14 +251,15 @@ class Lake:
     def _published_paths(self, m: Manifest) -> list[str]:
         pdir = self.partition_dir(m.source_schema, m.table, m.partition_key)
         paths = [f"{pdir}/{f.name}" for f in m.files]
-        for f, info in zip(m.files, self._fs.get_file_info(paths), strict=True):
-            if info.type != pafs.FileType.File or info.size != f.bytes:
-                state = "missing" if info.type != pafs.FileType.File else f"{info.size} bytes"
-                raise LakeError(
-                    f"partition {m.partition_key!r} is incomplete: listed file {f.name} is "
-                    f"{state} (manifest: {f.bytes} bytes); run complete_publish or replay it",
-                    table=m.table,
-                )
+        bad = [
+            f"{f.name} is " + ("missing" if i.type != pafs.FileType.File else f"{i.size} bytes")
+            + f" (manifest: {f.bytes} bytes)"
+            for f, i in zip(m.files, self._fs.get_file_info(paths), strict=True)
+            if i.type != pafs.FileType.File or i.size != f.bytes
+        ]
+        if bad:
+            raise LakeError(f"partition {m.partition_key!r} is incomplete: {'; '.join(bad)}; "
+                            "run complete_publish or replay it", table=m.table)
         return paths
 
     def _verify_staged(self, m: Manifest, staging: str) -> None:

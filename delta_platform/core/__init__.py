@@ -1,0 +1,1 @@
+"""The pure core: windows, watermarks, operators and fences. No Dagster, boto3 or drivers here."""

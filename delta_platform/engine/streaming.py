@@ -1,0 +1,88 @@
+"""The built-in engine: one snapshot, Arrow batches from the driver, Parquet written on another thread."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from delta_platform.core.window import Window
+from delta_platform.engine.base import EngineResult, Progress
+
+if TYPE_CHECKING:
+    from delta_platform.lake import Lake
+    from delta_platform.source import Source, TableInfo
+
+_DONE = object()
+
+
+class StreamingEngine:
+    """Reads a window in one repeatable-read snapshot and streams it to staged Parquet."""
+
+    name = "streaming"
+    grid: timedelta | None = None
+
+    def __init__(self, batch_rows: int = 256 * 1024, row_group_rows: int = 512 * 1024, queue_depth: int = 4):
+        self.batch_rows = batch_rows
+        self.row_group_rows = row_group_rows
+        self.queue_depth = queue_depth
+
+    def run(self, source: Source, info: TableInfo, window: Window, lake: Lake, attempt_id: str, *,
+            progress: Progress | None = None) -> EngineResult:
+        started = time.monotonic()
+        entry = info.entry
+        with source.snapshot(info) as snap:
+            source_count = int(snap.scalar(source.count_window(info, window)) or 0)
+            null_count = int(snap.scalar(source.count_nulls(info)) or 0) if window.incremental else 0
+            batches = snap.stream(source.select_window(info, window), info.schema, self.batch_rows)
+            with lake.open_writer(entry.source_schema, entry.target_table_name, attempt_id, info.schema,
+                                  row_group_rows=self.row_group_rows) as writer:
+                rows = 0
+                for batch in _prefetch(batches, self.queue_depth):
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                    if progress:
+                        progress(rows)
+                staged = writer.close()
+        return EngineResult(self.name, rows, source_count, null_count, staged, info.schema,
+                            time.monotonic() - started)
+
+
+def _prefetch(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:
+    """Fetch on a thread while the caller writes, so the driver and Parquet overlap."""
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=pump, name="delta-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join(timeout=30)

@@ -1,0 +1,179 @@
+"""One consistent snapshot per window: the count and the rows that it verifies are read together.
+
+PostgreSQL and SQLite stream Arrow batches through ADBC (no Python object per row); other
+dialects go through their DB-API driver and are assembled into Arrow column by column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import psycopg
+
+from delta_platform.source.catalog import conform
+from delta_platform.source.dialects import READER_APP, SourceDialect
+
+_PG_NUMERIC = psycopg.dialect(paramstyle="numeric_dollar")
+
+
+class Snapshot(Protocol):
+    def scalar(self, stmt: sa.Select[Any]) -> Any: ...
+
+    def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]: ...
+
+
+class AdbcSnapshot:
+    """A read-only repeatable-read transaction on an ADBC connection."""
+
+    def __init__(self, conn: Any, compile_dialect: sa.Dialect, table: str):
+        self.conn = conn
+        self.compile_dialect = compile_dialect
+        self.table = table
+
+    def _compile(self, stmt: sa.Select[Any]) -> tuple[str, tuple[Any, ...] | None]:
+        compiled = stmt.compile(dialect=self.compile_dialect)
+        params = compiled.construct_params()
+        ordered = tuple(params[k] for k in (compiled.positiontup or ()))
+        return str(compiled), (ordered or None)
+
+    def execute(self, sql: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql)
+
+    def scalar(self, stmt: sa.Select[Any]) -> Any:
+        sql, params = self._compile(stmt)
+        with self.conn.cursor() as cur:
+            cur.execute(sql, parameters=params)
+            row = cur.fetchone()
+        return row[0] if row else None
+
+    def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        sql, params = self._compile(stmt)
+        cur = self.conn.cursor()
+        try:
+            if "sqlite" in type(self.conn).__module__ or self.compile_dialect.name == "sqlite":
+                cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            cur.execute(sql, parameters=params)
+            reader = cur.fetch_record_batch()
+            for batch in reader:
+                yield conform(batch, schema, table=self.table)
+        finally:
+            cur.close()
+
+
+class DbapiSnapshot:
+    """A snapshot transaction on a DB-API connection; rows become Arrow columns in bulk."""
+
+    def __init__(self, raw: Any, dialect: sa.Dialect, table: str, server_side_cursor: Any = None):
+        self.raw = raw
+        self.dialect = dialect
+        self.table = table
+        self.server_side_cursor = server_side_cursor
+
+    def _compile(self, stmt: sa.Select[Any]) -> tuple[str, Any]:
+        compiled = stmt.compile(dialect=self.dialect)
+        params = compiled.construct_params()
+        if compiled.positiontup:
+            return str(compiled), tuple(params[k] for k in compiled.positiontup)
+        return str(compiled), params
+
+    def scalar(self, stmt: sa.Select[Any]) -> Any:
+        sql, params = self._compile(stmt)
+        cur = self.raw.cursor()
+        try:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        finally:
+            cur.close()
+        return row[0] if row else None
+
+    def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        sql, params = self._compile(stmt)
+        cur = self.server_side_cursor(self.raw) if self.server_side_cursor else self.raw.cursor()
+        try:
+            cur.execute(sql, params)
+            while rows := cur.fetchmany(batch_rows):
+                yield rows_to_batch(rows, schema, table=self.table)
+        finally:
+            cur.close()
+
+
+def rows_to_batch(rows: list[tuple[Any, ...]], schema: pa.Schema, *, table: str) -> pa.RecordBatch:
+    """Column-wise conversion with the catalog's types (exact decimals, UTC instants)."""
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = []
+    for field, values in zip(schema, columns, strict=True):
+        try:
+            arrays.append(pa.array(values, type=field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            arrays.append(pa.array(values))
+    return conform(pa.RecordBatch.from_arrays(arrays, names=schema.names), schema, table=table)
+
+
+def adbc_uri(url: sa.URL) -> str:
+    """A libpq URI for ADBC from the SQLAlchemy URL, tagged so the fence ignores our reader."""
+    base = url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    return f"{base}?application_name={READER_APP}"
+
+
+@contextmanager
+def open_snapshot(engine: sa.Engine, dialect: SourceDialect, *, table: str,
+                  attach: dict[str, str] | None = None) -> Iterator[Snapshot]:
+    """Begin the window's snapshot; it is rolled back (read-only) when the block ends."""
+    name = engine.dialect.name
+    if name == "postgresql":
+        import adbc_driver_postgresql.dbapi as pg
+
+        conn = pg.connect(adbc_uri(engine.url), autocommit=False)
+        try:
+            snap = AdbcSnapshot(conn, _PG_NUMERIC, table)
+            snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snap.execute("SET LOCAL TIME ZONE 'UTC'")
+            yield snap
+        finally:
+            conn.rollback()
+            conn.close()
+        return
+    if name == "sqlite":
+        import adbc_driver_sqlite.dbapi as sq
+
+        conn = sq.connect(engine.url.database or ":memory:", autocommit=False)
+        try:
+            snap = AdbcSnapshot(conn, engine.dialect, table)
+            for alias, path in (attach or {}).items():
+                quoted = engine.dialect.identifier_preparer.quote(alias)
+                conn.adbc_connection.set_autocommit(True)
+                with conn.cursor() as cur:
+                    cur.execute(f"ATTACH DATABASE ? AS {quoted}", parameters=(path,))
+                conn.adbc_connection.set_autocommit(False)
+            yield snap
+        finally:
+            conn.rollback()
+            conn.close()
+        return
+    raw = engine.raw_connection()
+    try:
+        dbapi = raw.driver_connection
+        cur = dbapi.cursor()
+        for stmt in dialect.session_setup():
+            cur.execute(stmt)
+        server_side = None
+        if name in ("mysql", "mariadb"):
+            import pymysql.cursors
+
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            server_side = pymysql.cursors.SSCursor
+        elif name == "oracle":
+            cur.execute("SET TRANSACTION READ ONLY")
+        cur.close()
+        yield DbapiSnapshot(dbapi, engine.dialect, table, server_side)
+    finally:
+        try:
+            raw.rollback()
+        finally:
+            raw.close()

@@ -47,6 +47,10 @@ class Source:
     """One source connection; engines and probes open their own sessions from it."""
 
     def __init__(self, url: str | sa.URL, *, attach: dict[str, str] | None = None, **engine_kwargs: Any):
+        if sa.make_url(url).get_backend_name() == "sqlite":
+            # The reader uses ADBC's own SQLite; two SQLite libraries must never hold the same
+            # file open at once in one process (their POSIX locks don't see each other).
+            engine_kwargs.setdefault("poolclass", sa.pool.NullPool)
         self.engine = sa.create_engine(url, **engine_kwargs)
         self.attach = dict(attach or {})
         if self.engine.dialect.name == "sqlite" and self.attach:

@@ -38,6 +38,7 @@ from delta_platform.manifest import (
 
 __all__ = ["Lake", "StagedFile", "StagedWriter", "safe_partition_key"]
 
+
 class Lake:
     """A Parquet lake on a local folder or S3 where a window becomes visible only by its manifest."""
 

@@ -7,6 +7,7 @@ Where files live and when they become visible is `delta_platform.lake`'s busines
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -66,24 +67,17 @@ def part_pattern(attempt_id: str) -> re.Pattern[str]:
 
 
 @dataclass(frozen=True)
-class StagedFile:
-    """A closed Parquet file in an attempt's staging folder; `path` is a filesystem path."""
-
-    path: str
-    name: str
-    rows: int
-    bytes: int
-
-
-
-
-@dataclass(frozen=True)
 class ManifestFile:
     """One published Parquet file; rows and bytes let a reader detect a swapped or cut file."""
 
     name: str
     rows: int
     bytes: int
+
+    @classmethod
+    def of(cls, staged: StagedFile) -> ManifestFile:
+        """The manifest entry for a file the writer staged (its name, rows and bytes)."""
+        return cls(name=staged.name, rows=staged.rows, bytes=staged.bytes)
 
 
 @dataclass(frozen=True)
@@ -158,6 +152,16 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+@dataclass(frozen=True)
+class StagedFile:
+    """A closed Parquet file in an attempt's staging folder; `path` is a filesystem path."""
+
+    path: str
+    name: str
+    rows: int
+    bytes: int
+
+
 class StagedWriter:
     """Writes one attempt's rows into staging: fixed row groups, rolling files, pinned types."""
 
@@ -176,6 +180,7 @@ class StagedWriter:
              if pa.types.is_timestamp(f.type) else f for f in schema], metadata=schema.metadata)
         self._casts = [i for i, f in enumerate(schema) if f.type != self.schema.field(i).type]
         self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
         self._writer: pq.ParquetWriter | None = None
         self._sink = None
         self._current: tuple[str, str] | None = None
@@ -201,12 +206,13 @@ class StagedWriter:
         while start < batch.num_rows:
             take = min(self._file_rows - self._assigned, batch.num_rows - start)
             self._buffer.append(batch.slice(start, take))
+            self._buffered += take
             self._assigned += take
             start += take
             if self._assigned >= self._file_rows:
                 self._flush(everything=True)
                 self._finish_file()
-            elif sum(b.num_rows for b in self._buffer) >= self._rg:
+            elif self._buffered >= self._rg:
                 self._flush(everything=False)
         self._rows += batch.num_rows
 
@@ -232,9 +238,10 @@ class StagedWriter:
             self.close()
             return
         self._failed = True  # the attempt's staging stays until abandon/cleanup_staging
-        if self._writer is not None:
-            self._writer.close()
-            self._sink.close()
+        with contextlib.suppress(Exception):  # keep the original error, not a follow-up one
+            if self._writer is not None:
+                self._writer.close()
+                self._sink.close()
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if not batch.schema.equals(self._in_schema):
@@ -260,6 +267,7 @@ class StagedWriter:
         if n:
             self._open().write_table(data.slice(0, n), row_group_size=self._rg)
         self._buffer = data.slice(n).to_batches()
+        self._buffered = data.num_rows - n
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:

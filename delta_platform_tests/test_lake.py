@@ -64,7 +64,7 @@ def stage(lake: Lake, attempt: str, data: pa.Table, key: str = KEY, **kw) -> Man
     return Manifest(
         table=TABLE, source_schema=SRC, partition_key=key, attempt_id=attempt,
         window={"low": "0", "high": str(data.num_rows)},
-        files=tuple(ManifestFile(f.name, f.rows, f.bytes) for f in files),
+        files=tuple(ManifestFile.of(f) for f in files),
         rows=writer.rows, schema=schema_to_json(writer.schema), engine="test",
         created_at=utc_now_iso(),
     )
@@ -381,7 +381,7 @@ def test_parallel_writers_of_one_attempt_get_distinct_files(lake: Lake) -> None:
     assert len({f.name for f in files}) == 2
     m = stage(lake, "b1", typed_table(0))
     m = dataclasses.replace(m, attempt_id="a1", rows=6,
-                            files=tuple(ManifestFile(f.name, f.rows, f.bytes) for f in files))
+                            files=tuple(ManifestFile.of(f) for f in files))
     lake.publish(m)
     assert sorted(lake.read_partition(SRC, TABLE, KEY).column("id").to_pylist()) == sorted(
         data.column("id").to_pylist())

@@ -18,10 +18,20 @@ _CURSOR_EXPR = re.compile(r"^\s*(COALESCE|GREATEST|LEAST)\s*\((.*)\)\s*$", re.IG
 DEFAULT_PARTITION_START = "2026-01-01T00:00:00+00:00"
 
 # Attributes written by the platform itself (statistics and state), never user configuration.
-RUNTIME_ATTRIBUTES = frozenset({
-    "startvalueType", "lastLoadStatus", "lastLoadRows", "lastLoadAt", "lastLoadPartition",
-    "lastLoadRunId", "lastLoadWindow", "lastLoadFence", "lastLoadBytes", "lastNullCount",
-})
+RUNTIME_ATTRIBUTES = frozenset(
+    {
+        "startvalueType",
+        "lastLoadStatus",
+        "lastLoadRows",
+        "lastLoadAt",
+        "lastLoadPartition",
+        "lastLoadRunId",
+        "lastLoadWindow",
+        "lastLoadFence",
+        "lastLoadBytes",
+        "lastNullCount",
+    }
+)
 
 
 class NullPolicy(StrEnum):
@@ -125,15 +135,19 @@ class _Parser:
         name = self.text("targetTableName")
         assert name is not None
         if not _TABLE_NAME.match(name) or ".." in name:
-            raise self.fail("targetTableName", "must match [A-Za-z0-9][A-Za-z0-9_.-]* (it names "
-                            "a lake folder and a Dagster asset)")
+            raise self.fail(
+                "targetTableName",
+                "must match [A-Za-z0-9][A-Za-z0-9_.-]* (it names a lake folder and a Dagster asset)",
+            )
         op_text = self.text("filteroperator")
         assert op_text is not None
         try:
             operator = Operator(op_text.strip().lower())
         except ValueError:
-            raise self.fail("filteroperator", f"unknown operator {op_text!r}; expected one of "
-                            + ", ".join(o.value for o in Operator)) from None
+            raise self.fail(
+                "filteroperator",
+                f"unknown operator {op_text!r}; expected one of " + ", ".join(o.value for o in Operator),
+            ) from None
         start, end = self.item.get("startvalue"), self.item.get("endvalue")
         start = None if isinstance(start, str) and not start.strip() else start
         end = None if isinstance(end, str) and not end.strip() else end
@@ -149,8 +163,7 @@ class _Parser:
         if operator.needs_end and end is None:
             raise self.fail("endvalue", f"is required for operator {operator.value}")
         if not operator.needs_end and end is not None:
-            raise self.fail("endvalue", f"is only allowed with between/notbetween, "
-                            f"not {operator.value}")
+            raise self.fail("endvalue", f"is only allowed with between/notbetween, not {operator.value}")
         return ControlEntry(
             target_table_name=name,
             active=self.flag("activeflag"),
@@ -197,8 +210,9 @@ class _Parser:
         if "://" in value:
             scheme, _, rest = value.partition("://")
             if scheme not in ("s3", "file"):
-                raise self.fail("ouputs3Prefix", f"scheme {scheme!r} is not supported; use s3:// "
-                                "or a local folder")
+                raise self.fail(
+                    "ouputs3Prefix", f"scheme {scheme!r} is not supported; use s3:// or a local folder"
+                )
             if scheme == "s3" and not rest.split("/", 1)[0]:
                 raise self.fail("ouputs3Prefix", "an s3:// prefix needs a bucket")
         if ".." in value.split("/"):
@@ -258,8 +272,9 @@ class _Parser:
         try:
             return enum(str(value).strip().lower())
         except ValueError:
-            raise self.fail(attr, f"must be one of {', '.join(e.value for e in enum)}, "
-                            f"got {value!r}") from None
+            raise self.fail(
+                attr, f"must be one of {', '.join(e.value for e in enum)}, got {value!r}"
+            ) from None
 
     def engine(self) -> str | None:
         value = self.text("engine", required=False)
@@ -281,8 +296,14 @@ class _Parser:
             return None
         match = _CURSOR_EXPR.match(value)
         columns = [c.strip() for c in match.group(2).split(",")] if match else []
-        if not match or len(columns) < 2 or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", c)
-                                                    for c in columns):
-            raise self.fail("cursorExpression", "must be COALESCE, GREATEST or LEAST over two or "
-                            "more plain column names, e.g. COALESCE(updated_at, created_at)")
+        if (
+            not match
+            or len(columns) < 2
+            or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", c) for c in columns)
+        ):
+            raise self.fail(
+                "cursorExpression",
+                "must be COALESCE, GREATEST or LEAST over two or "
+                "more plain column names, e.g. COALESCE(updated_at, created_at)",
+            )
         return CursorExpression(match.group(1).lower(), tuple(columns))

@@ -70,9 +70,16 @@ class LoadResult:
 class DeltaTask:
     """Runs windows for control-table entries; stateless between calls, all state is in the store."""
 
-    def __init__(self, store: ControlStore, source_for: Callable[[ControlEntry], Source],
-                 lake_for: Callable[[ControlEntry], Lake], engine_for: Callable[[ControlEntry], Engine], *,
-                 owner: str | None = None, lease_ttl: timedelta = timedelta(hours=1)):
+    def __init__(
+        self,
+        store: ControlStore,
+        source_for: Callable[[ControlEntry], Source],
+        lake_for: Callable[[ControlEntry], Lake],
+        engine_for: Callable[[ControlEntry], Engine],
+        *,
+        owner: str | None = None,
+        lease_ttl: timedelta = timedelta(hours=1),
+    ):
         self.store = store
         self.source_for = source_for
         self.lake_for = lake_for
@@ -83,12 +90,19 @@ class DeltaTask:
     def entry(self, table: str) -> ControlEntry:
         item = self.store.get_entry(table)
         if item is None:
-            raise ControlEntryError("no such entry in the control table", table=table,
-                                    attribute="targetTableName")
+            raise ControlEntryError(
+                "no such entry in the control table", table=table, attribute="targetTableName"
+            )
         return ControlEntry.from_item(item)
 
-    def run(self, table: str, partition: PartitionSpec, *, run_id: str = "",
-            log_progress: Callable[[str], None] | None = None) -> LoadResult:
+    def run(
+        self,
+        table: str,
+        partition: PartitionSpec,
+        *,
+        run_id: str = "",
+        log_progress: Callable[[str], None] | None = None,
+    ) -> LoadResult:
         """Load one partition's window exactly once (or replay it), under the table's lease."""
         entry = self.entry(table)
         lease = self.store.acquire_lease(table, self.owner, self.lease_ttl.total_seconds())
@@ -108,11 +122,16 @@ class DeltaTask:
         intent = self.store.get_intent(entry.name)
         note = None
         if intent is not None:
-            manifest = lake.complete_publish(entry.source_schema, entry.name, intent["partitionKey"],
-                                             intent["attemptId"])
+            manifest = lake.complete_publish(
+                entry.source_schema, entry.name, intent["partitionKey"], intent["attemptId"]
+            )
             if manifest is not None:
-                self.store.commit_window(holder.lease, intent["ledgerEntry"],
-                                         entry_changes=intent["entryChanges"], expected=intent["expected"])
+                self.store.commit_window(
+                    holder.lease,
+                    intent["ledgerEntry"],
+                    entry_changes=intent["entryChanges"],
+                    expected=intent["expected"],
+                )
                 note = f"rolled forward attempt {intent['attemptId']} of partition {intent['partitionKey']}"
             else:
                 self.store.clear_intent(holder.lease)
@@ -123,10 +142,16 @@ class DeltaTask:
 
     def plan(self, entry: ControlEntry, info: TableInfo, partition: PartitionSpec) -> Plan:
         """This partition's window before fencing, from the control entry and the ledger."""
-        start = (Watermark.parse(info.kind, entry.start_value, table=entry.name, attribute="startvalue")
-                 if entry.start_value is not None else None)
-        end = (Watermark.parse(info.kind, entry.end_value, table=entry.name, attribute="endvalue")
-               if entry.end_value is not None else None)
+        start = (
+            Watermark.parse(info.kind, entry.start_value, table=entry.name, attribute="startvalue")
+            if entry.start_value is not None
+            else None
+        )
+        end = (
+            Watermark.parse(info.kind, entry.end_value, table=entry.name, attribute="endvalue")
+            if entry.end_value is not None
+            else None
+        )
         recorded_entry = self.store.ledger_entry(entry.name, partition.key)
         recorded = Window.from_json(recorded_entry["window"]) if recorded_entry else None
         if recorded is not None and recorded.operator != entry.filter_operator:
@@ -134,11 +159,23 @@ class DeltaTask:
         last = last_advance(self.store.ledger(entry.name))
         last_window = Window.from_json(last["window"]) if last else None
         older = bool(last) and _sort_key(partition) < (last.get("partitionStart") or last["partitionKey"])
-        return plan_window(entry.filter_operator, start, end, recorded=recorded,
-                           last_committed=last_window, older_than_last=older)
+        return plan_window(
+            entry.filter_operator,
+            start,
+            end,
+            recorded=recorded,
+            last_committed=last_window,
+            older_than_last=older,
+        )
 
-    def _load(self, entry: ControlEntry, partition: PartitionSpec, holder: _LeaseKeeper, run_id: str,
-              log_progress: Callable[[str], None] | None) -> LoadResult:
+    def _load(
+        self,
+        entry: ControlEntry,
+        partition: PartitionSpec,
+        holder: _LeaseKeeper,
+        run_id: str,
+        log_progress: Callable[[str], None] | None,
+    ) -> LoadResult:
         started_at = datetime.now(UTC)
         t0 = time.monotonic()
         source, lake, engine = self.source_for(entry), self.lake_for(entry), self.engine_for(entry)
@@ -148,15 +185,22 @@ class DeltaTask:
         if plan.needs_fence:
             probe = source.probe(info, max_wait=entry.max_txn_wait)
             temporal_end = partition.end if info.kind.is_temporal else None
-            fence = fence_high(FenceInputs(
-                kind=info.kind, max_at_start=probe.max_at_start, clock=probe.clock,
-                safety_lag=entry.safety_lag,
-                partition_end=to_kind(temporal_end, info.kind) if temporal_end else None,
-                open_txns_drained=probe.drain.drained,
-                oldest_open_txn_start=(to_kind(probe.drain.oldest_start, info.kind)
-                                       if probe.drain.oldest_start else None),
-                wait_seconds=probe.drain.waited_seconds, grid=engine.grid, table=entry.name,
-            ))
+            fence = fence_high(
+                FenceInputs(
+                    kind=info.kind,
+                    max_at_start=probe.max_at_start,
+                    clock=probe.clock,
+                    safety_lag=entry.safety_lag,
+                    partition_end=to_kind(temporal_end, info.kind) if temporal_end else None,
+                    open_txns_drained=probe.drain.drained,
+                    oldest_open_txn_start=(
+                        to_kind(probe.drain.oldest_start, info.kind) if probe.drain.oldest_start else None
+                    ),
+                    wait_seconds=probe.drain.waited_seconds,
+                    grid=engine.grid,
+                    table=entry.name,
+                )
+            )
             window = window.with_high(fence.high)
         attempt = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         last_report = [time.monotonic()]
@@ -175,34 +219,69 @@ class DeltaTask:
             before = entry.start_value
             advances = plan.moves_watermark and not window.empty and window.high is not None
             after = window.high.value.encode() if advances and window.high else before
-            ledger_entry = self._ledger_entry(entry, partition, plan, window, fence, result, attempt, run_id,
-                                              started_at, t0, before, after, advances, lake)
+            ledger_entry = self._ledger_entry(
+                entry,
+                partition,
+                plan,
+                window,
+                fence,
+                result,
+                attempt,
+                run_id,
+                started_at,
+                t0,
+                before,
+                after,
+                advances,
+                lake,
+            )
             changes: dict[str, Any] = {
-                "lastLoadStatus": "succeeded", "lastLoadRows": result.rows_read,
-                "lastLoadAt": ledger_entry["committedAt"], "lastLoadPartition": partition.key,
-                "lastLoadRunId": run_id or None, "lastNullCount": result.null_count,
+                "lastLoadStatus": "succeeded",
+                "lastLoadRows": result.rows_read,
+                "lastLoadAt": ledger_entry["committedAt"],
+                "lastLoadPartition": partition.key,
+                "lastLoadRunId": run_id or None,
+                "lastNullCount": result.null_count,
             }
             if advances:
                 changes.update({"startvalue": after, "startvalueType": info.kind.value})
             expected = {"startvalue": entry.raw.get("startvalue")} if advances else {}
             holder.renew_if_due(force=True)
-            self.store.set_intent(holder.lease, {
-                "attemptId": attempt, "partitionKey": partition.key, "ledgerEntry": ledger_entry,
-                "entryChanges": changes, "expected": expected,
-            })
+            self.store.set_intent(
+                holder.lease,
+                {
+                    "attemptId": attempt,
+                    "partitionKey": partition.key,
+                    "ledgerEntry": ledger_entry,
+                    "entryChanges": changes,
+                    "expected": expected,
+                },
+            )
             lake.publish(manifest)
             self.store.commit_window(holder.lease, ledger_entry, entry_changes=changes, expected=expected)
         except BaseException:
             lake.abandon(entry.source_schema, entry.name, attempt)
             raise
         return LoadResult(
-            table=entry.name, partition_key=partition.key, mode=plan.mode, window=window, fence=fence,
-            rows=result.rows_read, source_count=result.source_count, null_count=result.null_count,
-            bytes=sum(f.bytes for f in manifest.files), files=ledger_entry["files"],
-            schema=manifest.schema, engine=result.engine, seconds=time.monotonic() - t0,
-            attempt_id=attempt, watermark_before=_text(before), watermark_after=_text(after),
+            table=entry.name,
+            partition_key=partition.key,
+            mode=plan.mode,
+            window=window,
+            fence=fence,
+            rows=result.rows_read,
+            source_count=result.source_count,
+            null_count=result.null_count,
+            bytes=sum(f.bytes for f in manifest.files),
+            files=ledger_entry["files"],
+            schema=manifest.schema,
+            engine=result.engine,
+            seconds=time.monotonic() - t0,
+            attempt_id=attempt,
+            watermark_before=_text(before),
+            watermark_after=_text(after),
             partition_uri=lake.partition_uri(entry.source_schema, entry.name, partition.key),
-            warnings=warnings, ledger_entry=ledger_entry,
+            warnings=warnings,
+            ledger_entry=ledger_entry,
         )
 
     def _verify(self, entry: ControlEntry, lake: Lake, result: EngineResult) -> list[str]:
@@ -211,11 +290,15 @@ class DeltaTask:
         if not (written == result.rows_read == result.source_count):
             raise VerificationError(
                 f"row counts disagree: written {written}, read {result.rows_read}, source count "
-                f"{result.source_count}; nothing published, watermark unchanged", table=entry.name)
+                f"{result.source_count}; nothing published, watermark unchanged",
+                table=entry.name,
+            )
         warnings = []
         if result.null_count:
-            msg = (f"{result.null_count} rows have a NULL {entry.filter_column} and are invisible to "
-                   f"an incremental load (nullPolicy={entry.null_policy.value})")
+            msg = (
+                f"{result.null_count} rows have a NULL {entry.filter_column} and are invisible to "
+                f"an incremental load (nullPolicy={entry.null_policy.value})"
+            )
             if entry.null_policy is NullPolicy.FAIL:
                 raise VerificationError(msg, table=entry.name, attribute="filtercolumn")
             if entry.null_policy is NullPolicy.WARN:
@@ -223,21 +306,46 @@ class DeltaTask:
                 warnings.append(msg)
         return warnings
 
-    def _manifest(self, entry: ControlEntry, partition: PartitionSpec, attempt: str, window: Window,
-                  result: EngineResult, started_at: datetime) -> Manifest:
+    def _manifest(
+        self,
+        entry: ControlEntry,
+        partition: PartitionSpec,
+        attempt: str,
+        window: Window,
+        result: EngineResult,
+        started_at: datetime,
+    ) -> Manifest:
         return Manifest(
-            table=entry.name, source_schema=entry.source_schema, partition_key=partition.key,
-            attempt_id=attempt, window=window.to_json(),
+            table=entry.name,
+            source_schema=entry.source_schema,
+            partition_key=partition.key,
+            attempt_id=attempt,
+            window=window.to_json(),
             files=tuple(ManifestFile(f.name, f.rows, f.bytes) for f in result.staged),
-            rows=result.rows_read, schema=schema_to_json(result.schema), engine=result.engine,
+            rows=result.rows_read,
+            schema=schema_to_json(result.schema),
+            engine=result.engine,
             created_at=datetime.now(UTC).isoformat(),
             extra={"sourceCount": result.source_count, "startedAt": started_at.isoformat()},
         )
 
-    def _ledger_entry(self, entry: ControlEntry, partition: PartitionSpec, plan: Plan, window: Window,
-                      fence: Fence | None, result: EngineResult, attempt: str, run_id: str,
-                      started_at: datetime, t0: float, before: Any, after: Any, advances: bool,
-                      lake: Lake) -> dict[str, Any]:
+    def _ledger_entry(
+        self,
+        entry: ControlEntry,
+        partition: PartitionSpec,
+        plan: Plan,
+        window: Window,
+        fence: Fence | None,
+        result: EngineResult,
+        attempt: str,
+        run_id: str,
+        started_at: datetime,
+        t0: float,
+        before: Any,
+        after: Any,
+        advances: bool,
+        lake: Lake,
+    ) -> dict[str, Any]:
         previous = self.store.ledger_entry(entry.name, partition.key)
         part_dir = lake.partition_uri(entry.source_schema, entry.name, partition.key)
         return {
@@ -282,7 +390,7 @@ class _LeaseKeeper:
 def last_advance(ledger: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The newest ledger entry that moved the watermark; its high is the next window's low."""
     advancing = [e for e in ledger if e.get("advanced")]
-    return max(advancing, key=lambda e: (e.get("committedAt") or "")) if advancing else None
+    return max(advancing, key=lambda e: e.get("committedAt") or "") if advancing else None
 
 
 def _sort_key(partition: PartitionSpec) -> str:

@@ -13,9 +13,16 @@ from delta_platform.core.operators import Operator
 from delta_platform.errors import ControlEntryError
 
 REFERENCE = {
-    "targetTableName": "orders_s3", "activeflag": "true", "sourceSchema": "dwh", "sourceTable": "orders_rds",
-    "filtercolumn": "row_id", "filteroperator": "gte", "startvalue": "0", "endvalue": "",
-    "ouputs3Prefix": "s3://lake-bucket/raw", "replication_task_settings": '{"Logging": {"EnableLogging": true}}',
+    "targetTableName": "orders_s3",
+    "activeflag": "true",
+    "sourceSchema": "dwh",
+    "sourceTable": "orders_rds",
+    "filtercolumn": "row_id",
+    "filteroperator": "gte",
+    "startvalue": "0",
+    "endvalue": "",
+    "ouputs3Prefix": "s3://lake-bucket/raw",
+    "replication_task_settings": '{"Logging": {"EnableLogging": true}}',
 }
 
 
@@ -38,13 +45,24 @@ def test_reference_item_parses() -> None:
 
 
 def test_extensions_and_aliases() -> None:
-    entry = ControlEntry.from_item(item(ouputs3Prefix=..., outputS3Prefix="/tmp/lake", primaryKey="a, b",
-                                        safetyLagSeconds=Decimal("2.5"), nullPolicy="FAIL",
-                                        cursorExpression="coalesce(updated_at, created_at)",
-                                        partitionCadence="daily", activeflag=False))
+    entry = ControlEntry.from_item(
+        item(
+            ouputs3Prefix=...,
+            outputS3Prefix="/tmp/lake",
+            primaryKey="a, b",
+            safetyLagSeconds=Decimal("2.5"),
+            nullPolicy="FAIL",
+            cursorExpression="coalesce(updated_at, created_at)",
+            partitionCadence="daily",
+            activeflag=False,
+        )
+    )
     assert entry.output_prefix == "/tmp/lake" and entry.primary_key == ("a", "b")
     assert entry.safety_lag == timedelta(seconds=2.5) and entry.null_policy is NullPolicy.FAIL
-    assert entry.cursor_expression is not None and entry.cursor_expression.columns == ("updated_at", "created_at")
+    assert entry.cursor_expression is not None and entry.cursor_expression.columns == (
+        "updated_at",
+        "created_at",
+    )
     assert not entry.active
 
 

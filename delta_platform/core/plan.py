@@ -50,16 +50,24 @@ def plan_window(
     if not operator.incremental:
         op = operator.canonical
         lo = Bound(start, True) if start is not None and op is not Operator.LTE else None
-        hi = Bound(end if end is not None else start, True) if op in (
-            Operator.LTE, Operator.EQ, Operator.NOTEQ, Operator.BETWEEN, Operator.NOTBETWEEN
-        ) and start is not None else None
+        hi = (
+            Bound(end if end is not None else start, True)
+            if op in (Operator.LTE, Operator.EQ, Operator.NOTEQ, Operator.BETWEEN, Operator.NOTBETWEEN)
+            and start is not None
+            else None
+        )
         return Plan(Window(operator, lo, hi), Mode.STATIC)
     assert start is not None, "validated: gte always has a startvalue"
     if older_than_last:
         # Every row up to the newest committed high is already in some window.
         return Plan(
-            Window(operator, Bound(start, False), Bound(start, False), empty=True,
-                   notes=("older than the newest committed partition: its rows are already loaded",)),
+            Window(
+                operator,
+                Bound(start, False),
+                Bound(start, False),
+                empty=True,
+                notes=("older than the newest committed partition: its rows are already loaded",),
+            ),
             Mode.GAP,
         )
     if last_committed is None or last_committed.high is None:
@@ -68,7 +76,10 @@ def plan_window(
     if last_high.value == start:
         return Plan(Window(operator, last_high.next_low()), Mode.NEXT)
     return Plan(
-        Window(operator, Bound(start, True),
-               notes=(f"startvalue reset by hand from {last_high.value} to {start}",)),
+        Window(
+            operator,
+            Bound(start, True),
+            notes=(f"startvalue reset by hand from {last_high.value} to {start}",),
+        ),
         Mode.RESET,
     )

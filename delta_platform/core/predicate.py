@@ -20,7 +20,9 @@ def _raw(mark: Watermark) -> Any:
     return mark.value
 
 
-def sql_predicate(column: sa.ColumnElement[Any], window: Window, bind: Binder = _raw) -> sa.ColumnElement[bool]:
+def sql_predicate(
+    column: sa.ColumnElement[Any], window: Window, bind: Binder = _raw
+) -> sa.ColumnElement[bool]:
     """The WHERE clause for a window; values are bound parameters, never SQL text.
 
     `bind` turns a watermark into what the driver binds (a raw value, or text cast to the
@@ -79,16 +81,22 @@ def dms_filters(column_name: str, window: Window) -> list[dict[str, Any]]:
         raise ControlEntryError("an empty window runs no DMS task")
 
     def one(*conditions: dict[str, str]) -> dict[str, Any]:
-        return {"filter-type": "source", "column-name": column_name,
-                "filter-conditions": list(conditions)}
+        return {"filter-type": "source", "column-name": column_name, "filter-conditions": list(conditions)}
 
     op = window.operator.canonical
     lo, hi = window.low, window.high
     if op is Operator.GTE:
         filters = []
         if lo is not None and hi is not None:
-            filters.append(one({"filter-operator": "between", "start-value": dms_value(lo.value),
-                                "end-value": dms_value(hi.value)}))
+            filters.append(
+                one(
+                    {
+                        "filter-operator": "between",
+                        "start-value": dms_value(lo.value),
+                        "end-value": dms_value(hi.value),
+                    }
+                )
+            )
         elif lo is not None:
             filters.append(one({"filter-operator": "gte", "value": dms_value(lo.value)}))
         elif hi is not None:
@@ -103,8 +111,15 @@ def dms_filters(column_name: str, window: Window) -> list[dict[str, Any]]:
         return [one({"filter-operator": op.value, "value": dms_value(_mark(lo, window))})]
     if op in (Operator.NULL, Operator.NOTNULL):
         return [one({"filter-operator": op.value})]
-    return [one({"filter-operator": op.value, "start-value": dms_value(_mark(lo, window)),
-                 "end-value": dms_value(_mark(hi, window)), })]
+    return [
+        one(
+            {
+                "filter-operator": op.value,
+                "start-value": dms_value(_mark(lo, window)),
+                "end-value": dms_value(_mark(hi, window)),
+            }
+        )
+    ]
 
 
 def _mark(bound: Any, window: Window) -> Watermark:
@@ -113,8 +128,9 @@ def _mark(bound: Any, window: Window) -> Watermark:
     return bound.value
 
 
-def dms_table_mapping(source_schema: str, source_table: str, column_name: str,
-                      window: Window) -> dict[str, Any]:
+def dms_table_mapping(
+    source_schema: str, source_table: str, column_name: str, window: Window
+) -> dict[str, Any]:
     """A complete DMS table mapping selecting one table with the window's filters."""
     return {
         "rules": [

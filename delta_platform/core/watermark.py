@@ -73,13 +73,15 @@ class Watermark:
         return cls.parse(Kind(data["type"]), data["value"])
 
     @classmethod
-    def parse(cls, kind: Kind, raw: Any, *, table: str | None = None,
-              attribute: str | None = None) -> Watermark:
+    def parse(
+        cls, kind: Kind, raw: Any, *, table: str | None = None, attribute: str | None = None
+    ) -> Watermark:
         """Parse a control-table value (text, int or Decimal) as `kind`; floats are refused."""
 
         def fail(why: str) -> ControlEntryError:
-            return ControlEntryError(f"{raw!r} is not a valid {kind} value: {why}",
-                                     table=table, attribute=attribute)
+            return ControlEntryError(
+                f"{raw!r} is not a valid {kind} value: {why}", table=table, attribute=attribute
+            )
 
         if isinstance(raw, float):
             raise fail("floats lose precision; quote the value as text")

@@ -37,5 +37,13 @@ class Engine(Protocol):
     # Coarsest value step the engine can filter on (DMS: whole seconds); None for exact.
     grid: timedelta | None
 
-    def run(self, source: Source, info: TableInfo, window: Window, lake: Lake, attempt_id: str, *,
-            progress: Progress | None = None) -> EngineResult: ...
+    def run(
+        self,
+        source: Source,
+        info: TableInfo,
+        window: Window,
+        lake: Lake,
+        attempt_id: str,
+        *,
+        progress: Progress | None = None,
+    ) -> EngineResult: ...

@@ -32,16 +32,29 @@ class StreamingEngine:
         self.row_group_rows = row_group_rows
         self.queue_depth = queue_depth
 
-    def run(self, source: Source, info: TableInfo, window: Window, lake: Lake, attempt_id: str, *,
-            progress: Progress | None = None) -> EngineResult:
+    def run(
+        self,
+        source: Source,
+        info: TableInfo,
+        window: Window,
+        lake: Lake,
+        attempt_id: str,
+        *,
+        progress: Progress | None = None,
+    ) -> EngineResult:
         started = time.monotonic()
         entry = info.entry
         with source.snapshot(info) as snap:
             source_count = int(snap.scalar(source.count_window(info, window)) or 0)
             null_count = int(snap.scalar(source.count_nulls(info)) or 0) if window.incremental else 0
             batches = snap.stream(source.select_window(info, window), info.schema, self.batch_rows)
-            with lake.open_writer(entry.source_schema, entry.target_table_name, attempt_id, info.schema,
-                                  row_group_rows=self.row_group_rows) as writer:
+            with lake.open_writer(
+                entry.source_schema,
+                entry.target_table_name,
+                attempt_id,
+                info.schema,
+                row_group_rows=self.row_group_rows,
+            ) as writer:
                 rows = 0
                 for batch in _prefetch(batches, self.queue_depth):
                     writer.write_batch(batch)
@@ -49,8 +62,9 @@ class StreamingEngine:
                     if progress:
                         progress(rows)
                 staged = writer.close()
-        return EngineResult(self.name, rows, source_count, null_count, staged, info.schema,
-                            time.monotonic() - started)
+        return EngineResult(
+            self.name, rows, source_count, null_count, staged, info.schema, time.monotonic() - started
+        )
 
 
 def _prefetch(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:

@@ -77,25 +77,40 @@ class Source:
             try:
                 self._tables[key] = sa.Table(name, meta, schema=schema, autoload_with=self.engine)
             except sa.exc.NoSuchTableError:
-                raise SourceError(f"source table {schema}.{name} does not exist", table=table_name,
-                                  attribute="sourceTable") from None
+                raise SourceError(
+                    f"source table {schema}.{name} does not exist", table=table_name, attribute="sourceTable"
+                ) from None
             except sa.exc.SQLAlchemyError as exc:
-                raise SourceError(f"cannot read the catalog of {schema}.{name}: {type(exc).__name__}",
-                                  table=table_name, attribute="sourceTable") from None
+                raise SourceError(
+                    f"cannot read the catalog of {schema}.{name}: {type(exc).__name__}",
+                    table=table_name,
+                    attribute="sourceTable",
+                ) from None
         return self._tables[key]
 
     def describe(self, entry: ControlEntry) -> TableInfo:
         """Reflect the table and resolve the cursor column (or expression) and its kind."""
         name = entry.target_table_name
         table = self.reflect(entry.source_schema, entry.source_table, table_name=name)
-        fields = [pa.field(c.name, arrow_type(c.type, self.dialect_name, table=name, column=c.name),
-                           nullable=bool(c.nullable)) for c in table.columns]
+        fields = [
+            pa.field(
+                c.name,
+                arrow_type(c.type, self.dialect_name, table=name, column=c.name),
+                nullable=bool(c.nullable),
+            )
+            for c in table.columns
+        ]
         schema = pa.schema(fields)
+
         def column(col: str, attribute: str) -> sa.Column[Any]:
             if col not in table.c:
-                raise SourceError(f"column {col!r} does not exist in {entry.source_schema}."
-                                  f"{entry.source_table}", table=name, attribute=attribute)
+                raise SourceError(
+                    f"column {col!r} does not exist in {entry.source_schema}.{entry.source_table}",
+                    table=name,
+                    attribute=attribute,
+                )
             return table.c[col]
+
         if entry.cursor_expression is not None:
             cols = [column(c, "cursorExpression") for c in entry.cursor_expression.columns]
             cursor: sa.ColumnElement[Any] = getattr(sa.func, entry.cursor_expression.function)(*cols)
@@ -103,8 +118,11 @@ class Source:
             kind = cursor_kind(schema.field(cols[0].name).type, table=name, column=cols[0].name)
         else:
             cursor = column(entry.filter_column, "filtercolumn")
-            kind = cursor_kind(schema.field(entry.filter_column).type, table=name,
-                               column=entry.filter_column) if entry.filter_operator.needs_start else Kind.STRING
+            kind = (
+                cursor_kind(schema.field(entry.filter_column).type, table=name, column=entry.filter_column)
+                if entry.filter_operator.needs_start
+                else Kind.STRING
+            )
         for pk in entry.primary_key:
             column(pk, "primaryKey")
         return TableInfo(table, schema, cursor, kind, entry)
@@ -130,8 +148,11 @@ class Source:
             drain = self.dialect.drain(conn, max_wait.total_seconds())
             conn.rollback()
         table = info.entry.target_table_name
-        max_mark = None if row[0] is None else Watermark.parse(info.kind, _native(row[0], info.kind),
-                                                                table=table, attribute="filtercolumn")
+        max_mark = (
+            None
+            if row[0] is None
+            else Watermark.parse(info.kind, _native(row[0], info.kind), table=table, attribute="filtercolumn")
+        )
         clock_utc = self.dialect.parse_clock(row[1]).astimezone(UTC)
         return Probe(max_mark, to_kind(clock_utc, info.kind), drain)
 
@@ -140,8 +161,9 @@ class Source:
 
     @contextmanager
     def snapshot(self, info: TableInfo) -> Iterator[Snapshot]:
-        with open_snapshot(self.engine, self.dialect, table=info.entry.target_table_name,
-                           attach=self.attach) as snap:
+        with open_snapshot(
+            self.engine, self.dialect, table=info.entry.target_table_name, attach=self.attach
+        ) as snap:
             yield snap
 
     def dispose(self) -> None:

@@ -38,7 +38,7 @@ def arrow_type(col_type: sa.types.TypeEngine[Any], dialect: str, *, table: str, 
         if (s or 0) == 0 and p is not None and p <= 18:
             return pa.int64()
         return _decimal(p or 38, s or 0)
-    if isinstance(t, sa.Float) or isinstance(t, sa.Double):
+    if isinstance(t, sa.Float | sa.Double):
         return pa.float64()
     if isinstance(t, sa.Numeric):
         if t.precision is None:
@@ -79,7 +79,7 @@ def cursor_kind(arrow: pa.DataType, *, table: str, column: str) -> Kind:
     if pa.types.is_string(arrow) or pa.types.is_large_string(arrow):
         return Kind.STRING
     raise SourceError(
-        f"a {arrow} column cannot be an exact cursor (use an integer, decimal, date, timestamp or text column)",
+        f"a {arrow} column cannot be an exact cursor (use an integer, decimal, date, timestamp or text)",
         table=table,
         attribute="filtercolumn",
     )
@@ -99,7 +99,8 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema, *, table: str) -> pa.Recor
                 arr = _cast(arr, field.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise SourceError(
-                    f"cannot convert {arr.type} to {field.type} exactly: {exc}", table=table,
+                    f"cannot convert {arr.type} to {field.type} exactly: {exc}",
+                    table=table,
                     attribute=field.name,
                 ) from None
         arrays.append(arr)

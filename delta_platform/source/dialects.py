@@ -81,11 +81,13 @@ class PostgresDialect(SourceDialect):
     def open_transactions(self, conn: sa.Connection) -> dict[Any, datetime | None]:
         # Every open client transaction, written yet or not: now() is the transaction's start,
         # so one that has not inserted yet can still add rows stamped before T0.
-        rows = conn.execute(sa.text(
-            "SELECT pid, xact_start FROM pg_stat_activity WHERE xact_start IS NOT NULL "
-            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-            "AND coalesce(application_name, '') NOT LIKE 'delta_platform%'"
-        )).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT pid, xact_start FROM pg_stat_activity WHERE xact_start IS NOT NULL "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+                "AND coalesce(application_name, '') NOT LIKE 'delta_platform%'"
+            )
+        ).all()
         return {(r[0], r[1]): r[1] for r in rows}
 
     def bind(self, mark: Watermark, column: sa.ColumnElement[Any]) -> Any:
@@ -103,10 +105,12 @@ class MySQLDialect(SourceDialect):
         return ["SET SESSION time_zone = '+00:00'"]
 
     def open_transactions(self, conn: sa.Connection) -> dict[Any, datetime | None]:
-        rows = conn.execute(sa.text(
-            "SELECT trx_id, trx_started FROM information_schema.innodb_trx "
-            "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_is_read_only = 0"
-        )).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT trx_id, trx_started FROM information_schema.innodb_trx "
+                "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_is_read_only = 0"
+            )
+        ).all()
         return {r[0]: (r[1].replace(tzinfo=UTC) if r[1] else None) for r in rows}
 
     def bind(self, mark: Watermark, column: sa.ColumnElement[Any]) -> Any:
@@ -156,9 +160,9 @@ class OracleDialect(SourceDialect):
         return ["ALTER SESSION SET TIME_ZONE = 'UTC'"]
 
     def open_transactions(self, conn: sa.Connection) -> dict[Any, datetime | None]:
-        rows = conn.execute(sa.text(
-            "SELECT xidusn || '.' || xidslot || '.' || xidsqn, start_date FROM v$transaction"
-        )).all()
+        rows = conn.execute(
+            sa.text("SELECT xidusn || '.' || xidslot || '.' || xidsqn, start_date FROM v$transaction")
+        ).all()
         return {r[0]: (r[1].replace(tzinfo=UTC) if r[1] else None) for r in rows}
 
 

@@ -23,7 +23,9 @@ _PG_NUMERIC = psycopg.dialect(paramstyle="numeric_dollar")
 class Snapshot(Protocol):
     def scalar(self, stmt: sa.Select[Any]) -> Any: ...
 
-    def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]: ...
+    def stream(
+        self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]: ...
 
 
 class AdbcSnapshot:
@@ -121,8 +123,9 @@ def adbc_uri(url: sa.URL) -> str:
 
 
 @contextmanager
-def open_snapshot(engine: sa.Engine, dialect: SourceDialect, *, table: str,
-                  attach: dict[str, str] | None = None) -> Iterator[Snapshot]:
+def open_snapshot(
+    engine: sa.Engine, dialect: SourceDialect, *, table: str, attach: dict[str, str] | None = None
+) -> Iterator[Snapshot]:
     """Begin the window's snapshot; it is rolled back (read-only) when the block ends."""
     name = engine.dialect.name
     if name == "postgresql":

@@ -20,28 +20,53 @@ def test_max_wins_for_integer_cursor() -> None:
 
 
 def test_clock_minus_lag_caps_future_application_timestamps() -> None:
-    fence = fence_high(FenceInputs(Kind.TIMESTAMPTZ, ts("2024-01-01 12:00:00"), clock=ts("2024-01-01 11:00:00"),
-                                   safety_lag=timedelta(minutes=5)))
+    fence = fence_high(
+        FenceInputs(
+            Kind.TIMESTAMPTZ,
+            ts("2024-01-01 12:00:00"),
+            clock=ts("2024-01-01 11:00:00"),
+            safety_lag=timedelta(minutes=5),
+        )
+    )
     assert fence.term == "clock" and fence.high.value == ts("2024-01-01 10:55:00")
 
 
 def test_partition_end_is_exclusive() -> None:
-    fence = fence_high(FenceInputs(Kind.TIMESTAMPTZ, ts("2024-01-01 12:00:00"), clock=ts("2024-01-01 13:00:00"),
-                                   partition_end=ts("2024-01-01 06:00:00")))
+    fence = fence_high(
+        FenceInputs(
+            Kind.TIMESTAMPTZ,
+            ts("2024-01-01 12:00:00"),
+            clock=ts("2024-01-01 13:00:00"),
+            partition_end=ts("2024-01-01 06:00:00"),
+        )
+    )
     assert fence.term == "partition_end" and not fence.high.inclusive
     assert fence.high.value == ts("2024-01-01 06:00:00")
 
 
 def test_exclusive_bound_sorts_below_inclusive_at_same_value() -> None:
-    fence = fence_high(FenceInputs(Kind.TIMESTAMPTZ, ts("2024-01-01 06:00:00"), partition_end=ts("2024-01-01 06:00:00")))
+    fence = fence_high(
+        FenceInputs(Kind.TIMESTAMPTZ, ts("2024-01-01 06:00:00"), partition_end=ts("2024-01-01 06:00:00"))
+    )
     assert fence.term == "partition_end" and not fence.high.inclusive
 
 
 def test_open_transactions_fall_back_below_oldest_for_timestamps() -> None:
-    fence = fence_high(FenceInputs(Kind.TIMESTAMPTZ, ts("2024-01-01 12:00:00"), clock=ts("2024-01-01 12:00:01"),
-                                   open_txns_drained=False, oldest_open_txn_start=ts("2024-01-01 11:30:00"),
-                                   wait_seconds=60))
-    assert fence.term == "open_txn" and fence.high.value == ts("2024-01-01 11:30:00") and not fence.high.inclusive
+    fence = fence_high(
+        FenceInputs(
+            Kind.TIMESTAMPTZ,
+            ts("2024-01-01 12:00:00"),
+            clock=ts("2024-01-01 12:00:01"),
+            open_txns_drained=False,
+            oldest_open_txn_start=ts("2024-01-01 11:30:00"),
+            wait_seconds=60,
+        )
+    )
+    assert (
+        fence.term == "open_txn"
+        and fence.high.value == ts("2024-01-01 11:30:00")
+        and not fence.high.inclusive
+    )
 
 
 def test_open_transactions_fail_integer_window_loudly() -> None:
@@ -50,7 +75,9 @@ def test_open_transactions_fail_integer_window_loudly() -> None:
 
 
 def test_grid_floors_high_and_keeps_it_inclusive() -> None:
-    fence = fence_high(FenceInputs(Kind.TIMESTAMPTZ, ts("2024-01-01 12:00:00.700000"), grid=timedelta(seconds=1)))
+    fence = fence_high(
+        FenceInputs(Kind.TIMESTAMPTZ, ts("2024-01-01 12:00:00.700000"), grid=timedelta(seconds=1))
+    )
     assert fence.high.value == ts("2024-01-01 12:00:00") and fence.high.inclusive
     assert fence.term == "max+grid"
 
@@ -62,6 +89,9 @@ def test_empty_source_has_no_high() -> None:
 def test_date_cursor_closes_only_past_days() -> None:
     from datetime import date
 
-    fence = fence_high(FenceInputs(Kind.DATE, Watermark(Kind.DATE, date(2024, 1, 5)),
-                                   clock=Watermark(Kind.DATE, date(2024, 1, 5))))
+    fence = fence_high(
+        FenceInputs(
+            Kind.DATE, Watermark(Kind.DATE, date(2024, 1, 5)), clock=Watermark(Kind.DATE, date(2024, 1, 5))
+        )
+    )
     assert fence.term == "clock" and not fence.high.inclusive

@@ -85,10 +85,16 @@ def test_every_operator_is_covered() -> None:
 def test_exclusive_low_bound_adds_a_noteq_filter() -> None:
     filters = dms_filters("id", Window(Operator.GTE, Bound(w(10), False), Bound(w(20), True)))
     assert filters == [
-        {"filter-type": "source", "column-name": "id",
-         "filter-conditions": [{"filter-operator": "between", "start-value": "10", "end-value": "20"}]},
-        {"filter-type": "source", "column-name": "id",
-         "filter-conditions": [{"filter-operator": "noteq", "value": "10"}]},
+        {
+            "filter-type": "source",
+            "column-name": "id",
+            "filter-conditions": [{"filter-operator": "between", "start-value": "10", "end-value": "20"}],
+        },
+        {
+            "filter-type": "source",
+            "column-name": "id",
+            "filter-conditions": [{"filter-operator": "noteq", "value": "10"}],
+        },
     ]
 
 
@@ -104,14 +110,18 @@ def test_dms_timestamps_take_whole_seconds() -> None:
     from datetime import datetime
 
     mark = Watermark(Kind.TIMESTAMP, datetime(2024, 1, 1, 10, 0, 0))
-    mapping = dms_table_mapping("dwh", "orders", "updated_at",
-                                Window(Operator.GTE, Bound(mark, True), Bound(mark, True)))
+    mapping = dms_table_mapping(
+        "dwh", "orders", "updated_at", Window(Operator.GTE, Bound(mark, True), Bound(mark, True))
+    )
     cond = mapping["rules"][0]["filters"][0]["filter-conditions"][0]
     assert cond["start-value"] == "2024-01-01 10:00:00"
     from delta_platform.errors import ControlEntryError
 
     with pytest.raises(ControlEntryError):
-        dms_filters("u", Window(Operator.GTE, Bound(Watermark(Kind.TIMESTAMP, datetime(2024, 1, 1, 0, 0, 0, 5)), True)))
+        dms_filters(
+            "u",
+            Window(Operator.GTE, Bound(Watermark(Kind.TIMESTAMP, datetime(2024, 1, 1, 0, 0, 0, 5)), True)),
+        )
 
 
 def test_empty_window_selects_nothing(table: tuple[sa.Engine, sa.Table]) -> None:

@@ -32,9 +32,16 @@ def test_parse_encode_round_trip(kind: Kind, raw: object, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "raw"),
-    [(Kind.INT, 1.5), (Kind.INT, "1.5"), (Kind.INT, "1; DROP TABLE x; --"), (Kind.DECIMAL, "NaN"),
-     (Kind.DECIMAL, 0.1), (Kind.TIMESTAMP, "2024-01-01T00:00:00+00:00"), (Kind.DATE, "yesterday"),
-     (Kind.INT, True)],
+    [
+        (Kind.INT, 1.5),
+        (Kind.INT, "1.5"),
+        (Kind.INT, "1; DROP TABLE x; --"),
+        (Kind.DECIMAL, "NaN"),
+        (Kind.DECIMAL, 0.1),
+        (Kind.TIMESTAMP, "2024-01-01T00:00:00+00:00"),
+        (Kind.DATE, "yesterday"),
+        (Kind.INT, True),
+    ],
 )
 def test_bad_values_are_refused_with_table_and_attribute(kind: Kind, raw: object) -> None:
     with pytest.raises(ControlEntryError) as err:
@@ -43,10 +50,14 @@ def test_bad_values_are_refused_with_table_and_attribute(kind: Kind, raw: object
 
 
 def test_microseconds_and_zone_are_kept() -> None:
-    a = Watermark.parse(Kind.TIMESTAMPTZ, datetime(2024, 1, 1, 0, 0, 0, 1, tzinfo=timezone(timedelta(hours=5))))
+    a = Watermark.parse(
+        Kind.TIMESTAMPTZ, datetime(2024, 1, 1, 0, 0, 0, 1, tzinfo=timezone(timedelta(hours=5)))
+    )
     assert a.value == datetime(2023, 12, 31, 19, 0, 0, 1, tzinfo=UTC)
     assert a.encode().endswith(".000001+00:00")
-    assert Watermark.parse(Kind.TIMESTAMPTZ, a.encode()) > Watermark.parse(Kind.TIMESTAMPTZ, "2023-12-31T19:00:00Z")
+    assert Watermark.parse(Kind.TIMESTAMPTZ, a.encode()) > Watermark.parse(
+        Kind.TIMESTAMPTZ, "2023-12-31T19:00:00Z"
+    )
 
 
 def test_floor_to_grid_rounds_down_only_timestamps() -> None:

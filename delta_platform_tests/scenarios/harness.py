@@ -1,0 +1,210 @@
+"""Shared helpers for the scenario suite: a real source database, a local store and lake, a task.
+
+A `Db` wraps one source database (SQLite file, PostgreSQL schema or MariaDB database) with DDL
+per dialect; `Rig` builds the DeltaTask over a LocalStore and a local Lake in `tmp_path`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from delta_platform.delta_task import DeltaTask, LoadResult, PartitionSpec
+from delta_platform.engine import StreamingEngine
+from delta_platform.engine.base import Engine
+from delta_platform.lake import Lake
+from delta_platform.source import Source
+from delta_platform.store import LocalStore
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MARIADB_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+DIALECTS = ("sqlite", "postgresql", "mariadb")
+
+# Column types per dialect, by role.
+TYPES: dict[str, dict[str, str]] = {
+    "sqlite": {"id": "INTEGER", "pk": "INTEGER PRIMARY KEY", "serial": "INTEGER PRIMARY KEY",
+               "int": "INTEGER", "ts": "DATETIME", "tstz": "DATETIME", "text": "TEXT",
+               "bin": "BLOB", "date": "DATE", "bool": "BOOLEAN"},
+    "postgresql": {"id": "BIGINT", "pk": "BIGINT PRIMARY KEY", "serial": "BIGSERIAL PRIMARY KEY",
+                   "int": "BIGINT", "ts": "TIMESTAMP(6)", "tstz": "TIMESTAMPTZ(6)", "text": "TEXT",
+                   "bin": "BYTEA", "date": "DATE", "bool": "BOOLEAN"},
+    "mariadb": {"id": "BIGINT", "pk": "BIGINT PRIMARY KEY",
+                "serial": "BIGINT PRIMARY KEY AUTO_INCREMENT", "int": "BIGINT",
+                "ts": "DATETIME(6)", "tstz": "TIMESTAMP(6) NULL", "text": "TEXT",
+                "bin": "LONGBLOB", "date": "DATE", "bool": "BOOLEAN"},
+}
+
+
+@dataclass
+class Db:
+    """One source database under test; writes go through `engine` (pooled off for SQLite)."""
+
+    name: str  # sqlite | postgresql | mariadb
+    url: str
+    schema: str
+    engine: sa.Engine
+    path: str | None = None  # the SQLite file
+
+    def q(self, ident: str) -> str:
+        """Quote an identifier for this dialect."""
+        return self.engine.dialect.identifier_preparer.quote_identifier(ident)
+
+    def qualified(self, table: str) -> str:
+        if self.name == "sqlite":
+            return self.q(table)
+        return f"{self.q(self.schema)}.{self.q(table)}"
+
+    def t(self, role: str) -> str:
+        """The DDL type for a column role ('pk', 'ts', 'tstz', ...)."""
+        return TYPES[self.name][role]
+
+    def execute(self, sql: str, params: Iterable[dict[str, Any]] | dict[str, Any] | None = None) -> None:
+        """Run one statement (executemany for a list of params) in its own committed transaction."""
+        with self.engine.begin() as conn:
+            if isinstance(params, dict) or params is None:
+                conn.execute(sa.text(sql), params or {})
+            else:
+                rows = list(params)
+                if rows:
+                    conn.execute(sa.text(sql), rows)
+
+    def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text(sql), params or {}).scalar()
+
+    def create(self, table: str, columns: dict[str, str]) -> None:
+        """CREATE TABLE with {column: role or literal type}."""
+        cols = ", ".join(f"{self.q(c)} {TYPES[self.name].get(r, r)}" for c, r in columns.items())
+        suffix = " ENGINE=InnoDB" if self.name == "mariadb" else ""
+        self.execute(f"CREATE TABLE {self.qualified(table)} ({cols}){suffix}")
+
+    def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        cols = list(rows[0])
+        names = ", ".join(self.q(c) for c in cols)
+        binds = ", ".join(f":{_bind_name(c)}" for c in cols)
+        self.execute(f"INSERT INTO {self.qualified(table)} ({names}) VALUES ({binds})",
+                     [{_bind_name(k): v for k, v in r.items()} for r in rows])
+
+    def table_exists(self, table: str) -> bool:
+        return sa.inspect(self.engine).has_table(table, schema=None if self.name == "sqlite" else self.schema)
+
+
+def _bind_name(col: str) -> str:
+    return "c_" + "".join(ch if ch.isalnum() else "_" for ch in col) + f"_{abs(hash(col)) % 10_000}"
+
+
+def make_db(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    """Build the `Db` for one dialect, using the conftest fixtures for the servers."""
+    if name == "sqlite":
+        path = str(tmp_path / "source.db")
+        url = f"sqlite:///{path}"
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        return Db(name, url, "main", engine, path)
+    if name == "postgresql":
+        schema = request.getfixturevalue("pg_schema")
+        return Db(name, PG_URL, schema, sa.create_engine(PG_URL, poolclass=sa.pool.NullPool))
+    schema = request.getfixturevalue("mariadb_schema")
+    return Db(name, MARIADB_URL, schema, sa.create_engine(MARIADB_URL, poolclass=sa.pool.NullPool))
+
+
+@dataclass
+class Rig:
+    """A DeltaTask over a LocalStore and a local Lake, loading tables of one `Db`."""
+
+    db: Db
+    root: Path
+    engine_for: Callable[[Any], Engine] = field(default=lambda e: StreamingEngine(batch_rows=1000))
+    store: LocalStore = field(init=False)
+    lake: Lake = field(init=False)
+    source: Source = field(init=False)
+    task: DeltaTask = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = LocalStore(str(self.root / "control.db"))
+        self.store.init()
+        self.lake = Lake(str(self.root / "lake"))
+        self.source = Source(self.db.url)
+        self.task = self.new_task()
+
+    def new_task(self, owner: str | None = None,
+                 engine_for: Callable[[Any], Engine] | None = None) -> DeltaTask:
+        """Another task (another worker) over the same store, lake and source."""
+        ef = engine_for or (lambda e: self.engine_for(e))
+        return DeltaTask(self.store, lambda e: self.source, lambda e: self.lake, ef, owner=owner)
+
+    def entry(self, target: str, table: str, column: str, start: Any = "0", *, operator: str = "gte",
+              end: Any = None, **extra: Any) -> dict[str, Any]:
+        """Put a control-table entry and return it."""
+        item: dict[str, Any] = {
+            "targetTableName": target, "activeflag": "true", "sourceSchema": self.db.schema,
+            "sourceTable": table, "filtercolumn": column, "filteroperator": operator,
+            "ouputs3Prefix": str(self.root / "lake"),
+        }
+        if start is not None:
+            item["startvalue"] = start
+        if end is not None:
+            item["endvalue"] = end
+        item.update(extra)
+        self.store.put_entry(item)
+        return item
+
+    def run(self, target: str, key: str, **kw: Any) -> LoadResult:
+        start, end = kw.pop("start", None), kw.pop("end", None)
+        return self.task.run(target, PartitionSpec(key, start, end), **kw)
+
+    def startvalue(self, target: str) -> Any:
+        item = self.store.get_entry(target)
+        assert item is not None
+        return item.get("startvalue")
+
+    def partition(self, target: str, key: str) -> list[dict[str, Any]]:
+        return self.lake.read_partition(self.db.schema, target, key).to_pylist()
+
+    def partitions(self, target: str) -> dict[str, list[dict[str, Any]]]:
+        return {k: self.partition(target, k) for k in self.lake.list_partitions(self.db.schema, target)}
+
+    def union(self, target: str) -> list[dict[str, Any]]:
+        """Every published row of the table (manifest-listed files only), as dicts."""
+        dataset = self.lake.dataset(self.db.schema, target)
+        return dataset.to_table().to_pylist() if dataset.files else []
+
+    def table(self, target: str) -> pa.Table:
+        return self.lake.dataset(self.db.schema, target).to_table()
+
+    def close(self) -> None:
+        self.source.dispose()
+        self.db.engine.dispose()
+
+
+def pairs(rows: Iterable[dict[str, Any]], *cols: str) -> list[tuple[Any, ...]]:
+    """Sorted list of column tuples (duplicates kept, so a row loaded twice shows)."""
+    return sorted(tuple(r[c] for c in cols) for r in rows)
+
+
+@pytest.fixture(name="db", params=DIALECTS)
+def db_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """The source database, once per dialect."""
+    d = make_db(request.param, request, tmp_path)
+    try:
+        yield d
+    finally:
+        d.engine.dispose()
+
+
+@pytest.fixture(name="rig")
+def rig_fixture(db: Db, tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(db, tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()

@@ -86,8 +86,7 @@ class Window:
         return (f"'{self.low}'", f"'{self.high}'")
 
 
-def select_sql(db: str, placeholder: str | None = None, window: Window | None = None,
-               hint: str = "") -> str:
+def select_sql(db: str, placeholder: str | None = None, window: Window | None = None, hint: str = "") -> str:
     """The window query; bounds either as `placeholder` markers or inlined from `window`."""
     table = f"{BENCH}.{TABLE}" if db in ("postgres", "mariadb") else TABLE
     if window is not None:

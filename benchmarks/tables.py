@@ -195,8 +195,7 @@ def _mariadb_count(url: str) -> int:
     try:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT count(*) FROM information_schema.tables "
-                "WHERE table_schema=%s AND table_name=%s",
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema=%s AND table_name=%s",
                 (BENCH, TABLE),
             )
             if cur.fetchone()[0] == 0:
@@ -305,9 +304,7 @@ def source_truth(db: str, url: str) -> SourceTruth:
         import psycopg
 
         with psycopg.connect(plain_url(url)) as conn:
-            lo, hi = conn.execute(
-                f"SELECT min(updated_at), max(updated_at) FROM {BENCH}.{TABLE}"
-            ).fetchone()
+            lo, hi = conn.execute(f"SELECT min(updated_at), max(updated_at) FROM {BENCH}.{TABLE}").fetchone()
             window = Window(lo - dt.timedelta(seconds=1), hi)
             n, total = conn.execute(
                 f"SELECT count(*), sum(amount) FROM {BENCH}.{TABLE} "
@@ -334,9 +331,7 @@ def source_truth(db: str, url: str) -> SourceTruth:
         return SourceTruth(int(n), Decimal(total), window)
     with sqlite3.connect(sqlite_path(url)) as conn:
         lo, hi = conn.execute(f"SELECT min(updated_at), max(updated_at) FROM {TABLE}").fetchone()
-        low = (dt.datetime.fromisoformat(lo) - dt.timedelta(seconds=1)).strftime(
-            "%Y-%m-%d %H:%M:%S.%f"
-        )
+        low = (dt.datetime.fromisoformat(lo) - dt.timedelta(seconds=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
         n, cents = conn.execute(
             f"SELECT count(*), sum(CAST(round(amount * 100) AS INTEGER)) FROM {TABLE} "
             "WHERE updated_at > ? AND updated_at <= ?",
@@ -359,9 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         truth = source_truth(db, url)
         want = expected_sum(args.rows)
         state = "built" if built else "kept"
+        verdict = "" if want == truth.amount_sum else " MISMATCH"
         print(
             f"{db}: {state} {truth.rows} rows in {time.perf_counter() - started:.1f} s, "
-            f"sum(amount)={truth.amount_sum} (formula {want}{'' if want == truth.amount_sum else ' MISMATCH'})"
+            f"sum(amount)={truth.amount_sum} (formula {want}{verdict})"
         )
     return 0
 

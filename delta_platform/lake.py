@@ -13,8 +13,7 @@ import os
 import threading
 import uuid
 from collections.abc import Collection, Iterable
-from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -369,7 +368,8 @@ class Lake:
             self._fs.delete_dir(folder)
 
     def _to_uri(self, path: str) -> str:
-        return Path(path).as_uri() if self._local else f"s3://{path}"
+        # Keep '=' readable in hive folder names (as_uri() would escape it to %3D).
+        return "file://" + quote(path, safe="/=:,+@-_.~") if self._local else f"s3://{path}"
 
     def _to_path(self, path_or_uri: str) -> str:
         parsed = urlparse(path_or_uri)

@@ -1,0 +1,1 @@
+"""AWS mode: DMS as the delta engine, DynamoDB as the control store, provisioning and IAM."""

@@ -1,23 +1,36 @@
-"""Adapter between the harness and the delta_platform engine.
+"""Adapter between the harness and delta_platform: one real window load through the DeltaTask.
 
-PLACEHOLDER: wired by the engine issue. Until then it raises NotImplementedError and
-engine_speed.py prints "n/a (not wired)" for the `delta_platform` row.
-
-Contract for the lead: load the window `low < updated_at <= high` of the `orders` table
-(PostgreSQL schema / MariaDB database `bench`, SQLite main) at `url` (a SQLAlchemy URL) as
-Parquet under `out_dir`, then `return summarize(out_dir)` (from benchmarks.common), which reads
-the output back and reports rows, exact sum(amount), bytes and losses; its own read-back time is
-subtracted from the wall clock. `low`/`high`: tz-aware datetimes (PostgreSQL), naive UTC
-datetimes (MariaDB, session time_zone '+00:00'), 'YYYY-MM-DD HH:MM:SS.ffffff' strings (SQLite).
+It runs the whole path a scheduled load runs — lease, plan, fence (MAX, clock, open
+transactions), one snapshot with its count, the streaming engine, verification, manifest
+publish and the watermark commit — so the figure is what a user pays, not just the reader.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PeerResult
+from benchmarks.common import PeerResult, summarize
+from delta_platform.delta_task import PartitionSpec
+from delta_platform.runtime import Runtime
+from delta_platform.store import LocalStore
+
+SCHEMAS = {"postgres": "bench", "mariadb": "bench", "sqlite": "main"}
 
 
 def run_delta_platform(db: str, url: str, out_dir: str, low: Any, high: Any) -> PeerResult:
-    """Run one delta_platform window load and summarize its output (not wired yet)."""
-    raise NotImplementedError("wired by the engine issue")
+    """Load `updated_at >= low` (fenced at MAX) of `orders` into `out_dir` and summarize it."""
+    with tempfile.TemporaryDirectory() as state:
+        store = LocalStore(str(Path(state) / "control.db"))
+        store.init()
+        store.put_entry({
+            "targetTableName": "orders", "activeflag": "true", "sourceSchema": SCHEMAS[db],
+            "sourceTable": "orders", "filtercolumn": "updated_at", "filteroperator": "gte",
+            "startvalue": str(low), "ouputs3Prefix": out_dir,
+        })
+        runtime = Runtime(store, {"default": url})
+        result = runtime.task().run("orders", PartitionSpec("bench"), run_id="bench")
+        if result.rows != result.source_count:
+            raise RuntimeError(f"count mismatch: {result.rows} != {result.source_count}")
+    return summarize(out_dir)

@@ -1,0 +1,114 @@
+"""The pure factory: control-table items -> Definitions (assets, checks, jobs, schedules)."""
+# No `from __future__ import annotations` here: Dagster inspects the asset function's annotations.
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from delta_platform.control_entry import ControlEntry
+from delta_platform.dagster_layer import checks
+from delta_platform.dagster_layer.metadata import PREVIEW_ROWS, load_metadata
+from delta_platform.dagster_layer.resources import DeltaPlatformResource
+from delta_platform.dagster_layer.translator import DeltaTranslator, op_name
+from delta_platform.delta_task import PartitionSpec
+from delta_platform.errors import DeltaError
+
+log = logging.getLogger("delta_platform")
+POOL = "delta_loads"
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A control item that failed validation: shown in the UI and by the sensor, never fatal."""
+
+    name: str
+    message: str
+
+
+@dataclass
+class ParsedEntries:
+    active: list[ControlEntry] = field(default_factory=list)
+    inactive: list[ControlEntry] = field(default_factory=list)
+    invalid: list[Invalid] = field(default_factory=list)
+
+
+def parse_items(items: Iterable[Mapping[str, Any]]) -> ParsedEntries:
+    out = ParsedEntries()
+    for item in items:
+        try:
+            entry = ControlEntry.from_item(dict(item))
+        except DeltaError as exc:
+            name = str(item.get("targetTableName") or "<missing targetTableName>")
+            out.invalid.append(Invalid(name, str(exc)))
+            log.warning("control entry %s is invalid and was skipped: %s", name, exc)
+            continue
+        (out.active if entry.active else out.inactive).append(entry)
+    return out
+
+
+def load_asset(entry: ControlEntry, translator: DeltaTranslator, *, pool: str = POOL) -> dg.AssetsDefinition:
+    """One multi_asset per table: its own retries, checks and a slot in the concurrency pool."""
+    spec = translator.get_asset_spec(entry)
+    key = spec.key
+    table = entry.name
+
+    @dg.multi_asset(name=f"load_{op_name(entry)}", specs=[spec], check_specs=checks.check_specs(key),
+                    pool=pool)
+    def _load(context: dg.AssetExecutionContext, delta: DeltaPlatformResource):
+        window = context.partition_time_window
+        task = delta.delta_task()
+        result = task.run(table, PartitionSpec(context.partition_key, window.start, window.end),
+                          run_id=context.run.run_id, log_progress=context.log.info)
+        context.log.info(f"{table} partition {result.partition_key}: {result.mode.value} window "
+                         f"{result.window.describe()}, {result.rows:,} rows in {result.seconds:.1f}s")
+        for warning in result.warnings:
+            context.log.warning(warning)
+        current = task.entry(table)
+        lake = delta.lake(current.output_prefix)
+        preview = None
+        if result.rows:
+            preview = lake.read_partition(current.source_schema, table, result.partition_key).slice(
+                0, PREVIEW_ROWS)
+        yield dg.MaterializeResult(asset_key=key, metadata=load_metadata(
+            result, f"{current.source_schema}.{table}", preview))
+        yield from checks.evaluate(current, task.store, lake, key, result.partition_key)
+
+    return _load
+
+
+def invalid_spec(bad: Invalid) -> dg.AssetSpec:
+    """An invalid entry becomes a visible, non-materializable asset carrying the validation message."""
+    return dg.AssetSpec(
+        key=dg.AssetKey(["control", "invalid", bad.name.replace("/", "_")]),
+        group_name="invalid_control_entries",
+        description=f"INVALID control entry, not loaded: {bad.message}",
+        metadata={"error": bad.message},
+    )
+
+
+def build_defs(items: Iterable[Mapping[str, Any]], translator: DeltaTranslator | None = None, *,
+               resources: Mapping[str, Any] | None = None, pool: str = POOL,
+               extra: Iterable[dg.Definitions] = ()) -> dg.Definitions:
+    """Assets + checks + one job and schedule per active table, source specs, invalid entries."""
+    from delta_platform.dagster_layer.schedules import load_job, load_schedule
+
+    translator = translator or DeltaTranslator()
+    parsed = parse_items(items)
+    assets: list[Any] = []
+    sources: dict[dg.AssetKey, dg.AssetSpec] = {}
+    jobs, schedules = [], []
+    for entry in parsed.active:
+        asset = load_asset(entry, translator, pool=pool)
+        src = translator.get_source_spec(entry)
+        sources.setdefault(src.key, src)
+        job = load_job(entry, asset)
+        assets.append(asset)
+        jobs.append(job)
+        schedules.append(load_schedule(entry, job))
+    assets += list(sources.values()) + [invalid_spec(b) for b in parsed.invalid]
+    defs = dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources=dict(resources or {}),
+                          executor=dg.in_process_executor)
+    return dg.Definitions.merge(defs, *extra) if extra else defs

@@ -6,6 +6,9 @@ per dialect; `Rig` builds the DeltaTask over a LocalStore and a local Lake in `t
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,3 +211,63 @@ def rig_fixture(db: Db, tmp_path: Path) -> Iterator[Rig]:
         yield r
     finally:
         r.close()
+
+
+_SQLITE_HOLDER = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+conn.execute("BEGIN IMMEDIATE")
+conn.execute(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+conn.execute("COMMIT")
+conn.close()
+print("committed", flush=True)
+"""
+
+
+class OpenTxn:
+    """A write transaction held open on its own session; SQLite's lives in a subprocess.
+
+    For SQLite the statement must be literal SQL (it runs in the child process).
+    """
+
+    def __init__(self, db: Db, sql: str, params: dict[str, Any] | None = None):
+        self.db = db
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self.done = False
+        if db.name == "sqlite":
+            assert db.path is not None and not params
+            self.proc = subprocess.Popen([sys.executable, "-c", _SQLITE_HOLDER, db.path, sql],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline().strip()
+            assert line == "ready", f"holder failed: {line!r}"
+        else:
+            self.conn = db.engine.connect()
+            self.conn.execute(sa.text(sql), params or {})
+
+    def commit(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.done = True
+            if self.db.name == "sqlite":
+                assert self.proc.stdin is not None and self.proc.stdout is not None
+                self.proc.stdin.write("commit\n")
+                self.proc.stdin.flush()
+                assert self.proc.stdout.readline().strip() == "committed"
+                self.proc.wait(timeout=30)
+            else:
+                self.conn.commit()
+                self.conn.close()
+
+    def commit_after(self, seconds: float) -> None:
+        self._timer = threading.Timer(seconds, self.commit)
+        self._timer.start()
+
+    def join(self) -> None:
+        if self._timer is not None:
+            self._timer.join()
+        self.commit()

@@ -2,7 +2,7 @@
 
 The ledger table (pk `targetTableName`, sk `sk`) holds, per table, one item per committed
 window (`window#<partitionKey>`), the lease (`lease`), the publish intent (`intent`) and the
-commit sequence (`seq`). Keeping them under one partition key lets `commit_window` be a single
+commit sequence (`seq`). Keeping them beside the control item lets `commit_window` be a single
 `TransactWriteItems`: DynamoDB then guarantees all-or-nothing, which is the crash rule.
 """
 
@@ -38,16 +38,12 @@ from delta_platform.store.base import (
 )
 
 SK = "sk"
-_RETRYABLE = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "TransactionConflictException",
-    "TransactionInProgressException",
-    "InternalServerError",
+_THROTTLED = {
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "TransactionConflictException", "TransactionInProgressException", "InternalServerError",
 }
-_RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
-_CONDITIONAL = {"ConditionalCheckFailedException", "TransactionCanceledException"}
+_THROTTLED_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+_CONDITIONAL = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
 _ser, _deser = TypeSerializer(), TypeDeserializer()
 
 
@@ -59,6 +55,10 @@ def _from_ddb(item: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if item is None else normalize({k: _deser.deserialize(v) for k, v in item.items()})
 
 
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
 class _Expr:
     """Placeholders for one request: every attribute name and value goes through #n/:v."""
 
@@ -67,37 +67,34 @@ class _Expr:
         self.values: dict[str, Any] = {}
 
     def n(self, attr: str) -> str:
-        key = f"#n{len(self.names)}"
-        self.names[key] = attr
+        self.names[key := f"#n{len(self.names)}"] = attr
         return key
 
     def v(self, value: Any) -> str:
-        key = f":v{len(self.values)}"
-        self.values[key] = _ser.serialize(value)
+        self.values[key := f":v{len(self.values)}"] = _ser.serialize(value)
         return key
 
-    def condition(self, expected: dict[str, Any]) -> str:
+    def expected(self, expected: dict[str, Any]) -> str:
         """The entry must exist, and each expected attribute equal (or, for None, be absent)."""
         parts = [f"attribute_exists({self.n(KEY)})"]
         for attr, want in expected.items():
-            if want is None:
-                parts.append(f"attribute_not_exists({self.n(attr)})")
-            else:
-                parts.append(f"{self.n(attr)} = {self.v(want)}")
+            absent = f"attribute_not_exists({self.n(attr)})" if want is None else None
+            parts.append(absent or f"{self.n(attr)} = {self.v(want)}")
         return " AND ".join(parts)
 
-    def update(self, changes: dict[str, Any]) -> str:
+    def changes(self, changes: dict[str, Any]) -> str:
         sets = [f"{self.n(a)} = {self.v(v)}" for a, v in changes.items() if v is not None]
         removes = [self.n(a) for a, v in changes.items() if v is None]
-        return " ".join(
-            p for p in (sets and "SET " + ", ".join(sets), removes and "REMOVE " + ", ".join(removes)) if p
-        )
+        out = ["SET " + ", ".join(sets)] if sets else []
+        return " ".join(out + (["REMOVE " + ", ".join(removes)] if removes else []))
+
+    def lease_held(self, lease: Lease, now_ms: int) -> str:
+        return (f"{self.n('leaseToken')} = {self.v(lease.token)} AND "
+                f"{self.n('expiresAtMs')} > {self.v(now_ms)}")
 
     def args(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ExpressionAttributeNames": self.names}
-        if self.values:
-            out["ExpressionAttributeValues"] = self.values
-        return out
+        return {**out, "ExpressionAttributeValues": self.values} if self.values else out
 
 
 class DynamoStore:
@@ -117,16 +114,12 @@ class DynamoStore:
         page_size: int | None = None,
         **client_kwargs: Any,
     ):
-        self.control_table = control_table
-        self.ledger_table = ledger_table
-        self.clock = clock
-        self.max_attempts = max_attempts
-        self.page_size = page_size
+        self.control_table, self.ledger_table = control_table, ledger_table
+        self.clock, self.max_attempts, self.page_size = clock, max_attempts, page_size
         if client is None:
-            config = client_kwargs.pop("config", Config(retries={"mode": "standard", "max_attempts": 3}))
+            client_kwargs.setdefault("config", Config(retries={"mode": "standard"}))
             client = (session or boto3.session.Session()).client(
-                "dynamodb", endpoint_url=endpoint_url, region_name=region_name, config=config,
-                **client_kwargs,
+                "dynamodb", endpoint_url=endpoint_url, region_name=region_name, **client_kwargs
             )
         self.client = client
 
@@ -134,101 +127,102 @@ class DynamoStore:
         return f"DynamoStore({self.control_table!r}, {self.ledger_table!r})"
 
     # ------------------------------------------------------------------ plumbing
-    def _call(self, op: str, table: str | None = None, **kwargs: Any) -> dict[str, Any]:
-        """Call with bounded exponential backoff on throttling and transaction conflicts;
-        conditional failures are re-raised for the caller, everything else is a StoreError."""
+    def _call(
+        self, op: str, table: str | None = None, *, passthrough: frozenset[str] = _CONDITIONAL,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Call with bounded exponential backoff (full jitter) on throttling and transaction
+        conflicts. Codes in `passthrough` reach the caller as ClientError; others: StoreError."""
         for attempt in range(self.max_attempts):
             try:
                 return getattr(self.client, op)(**kwargs)
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
                 reasons = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
-                retry = code in _RETRYABLE or (
-                    code == "TransactionCanceledException"
-                    and reasons & _RETRYABLE_REASONS
-                    and reasons <= _RETRYABLE_REASONS | {"None"}
+                throttled = _code(exc) in _THROTTLED or (
+                    reasons & _THROTTLED_REASONS and reasons <= _THROTTLED_REASONS | {"None"}
                 )
-                if not retry:
-                    if code in _CONDITIONAL:
+                if not throttled:
+                    if _code(exc) in passthrough:
                         raise
                     raise StoreError(f"DynamoDB {op} failed: {exc}", table=table) from exc
             except BotoCoreError as exc:
                 raise StoreError(f"DynamoDB {op} failed: {exc}", table=table) from exc
             if attempt + 1 < self.max_attempts:
-                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # full jitter
-        raise StoreError(f"DynamoDB {op} still throttled after {self.max_attempts} tries", table=table)
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+        raise StoreError(f"DynamoDB {op} throttled {self.max_attempts} times", table=table)
 
     def _lkey(self, table: str, sk: str) -> dict[str, Any]:
         return {KEY: {"S": table}, SK: {"S": sk}}
 
-    def _get(self, table_name: str, key: dict[str, Any], table: str) -> dict[str, Any] | None:
-        resp = self._call("get_item", table, TableName=table_name, Key=key, ConsistentRead=True)
+    def _get_l(self, table: str, sk: str) -> dict[str, Any] | None:
+        resp = self._call("get_item", table, TableName=self.ledger_table,
+                          Key=self._lkey(table, sk), ConsistentRead=True)
         return _from_ddb(resp.get("Item"))
 
-    def _lease_check(self, lease: Lease, now_ms: int) -> dict[str, Any]:
+    def _lease_check(self, lease: Lease) -> dict[str, Any]:
         e = _Expr()
-        cond = f"{e.n('leaseToken')} = {e.v(lease.token)} AND {e.n('expiresAtMs')} > {e.v(now_ms)}"
-        return {"ConditionCheck": {"TableName": self.ledger_table,
+        cond = e.lease_held(lease, to_ms(self.clock()))
+        return {"ConditionCheck": {"TableName": self.ledger_table, **e.args(),
                                    "Key": self._lkey(lease.table, "lease"),
-                                   "ConditionExpression": cond, **e.args()}}
+                                   "ConditionExpression": cond}}
 
     def _lease_lost(self, lease: Lease) -> LeaseHeld:
-        holder = self._get(self.ledger_table, self._lkey(lease.table, "lease"), lease.table)
+        holder = self._get_l(lease.table, "lease")
         if holder is None:
-            return LeaseHeld("lease lost: no lease is held", table=lease.table)
-        if holder.get("leaseToken") == lease.token:
-            return LeaseHeld("lease lost: it expired", table=lease.table)
-        msg = lease_held_message(holder.get("owner"), holder.get("expiresAtMs", 0))
-        return LeaseHeld("lease lost: " + msg, table=lease.table)
+            why = "no lease is held"
+        elif holder.get("leaseToken") == lease.token:
+            why = "it expired"
+        else:
+            why = lease_held_message(holder.get("owner"), holder.get("expiresAtMs", 0))
+        return LeaseHeld("lease lost: " + why, table=lease.table)
 
     def _transact(self, lease: Lease, items: list[dict[str, Any]]) -> list[str]:
-        """Run a transaction; [] on success, else each item's cancellation code."""
-        try:
+        """Run a transaction whose first item is the lease check; [] on success, else each
+        item's cancellation code. A failed lease check is always reported as LeaseHeld."""
+        try:  # one token per request: a retried request that already succeeded is a no-op
             self._call("transact_write_items", lease.table, TransactItems=items,
                        ClientRequestToken=str(uuid.uuid4()))
             return []
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                raise StoreError(f"DynamoDB transaction failed: {exc}", table=lease.table) from exc
             codes = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-            if codes and codes[0] == "ConditionalCheckFailed":
+            if codes[:1] == ["ConditionalCheckFailed"]:
                 raise self._lease_lost(lease) from exc
-            return codes or ["Unknown"]
+            if _code(exc) != "TransactionCanceledException" or not codes:
+                raise StoreError(f"DynamoDB transaction failed: {exc}", table=lease.table) from exc
+            return codes
 
     # ------------------------------------------------------------------ tables
     def init(self) -> None:
         """Create both tables (on-demand) if absent and wait until ACTIVE; idempotent."""
         for name, keys in ((self.control_table, [KEY]), (self.ledger_table, [KEY, SK])):
-            types = ("HASH", "RANGE")[: len(keys)]
-            schema = [{"AttributeName": k, "KeyType": t} for k, t in zip(keys, types, strict=True)]
+            schema = [{"AttributeName": k, "KeyType": t}
+                      for k, t in zip(keys, ("HASH", "RANGE")[: len(keys)], strict=True)]
             try:
-                desc = self._call("describe_table", TableName=name)["Table"]
-            except StoreError as exc:
-                if "ResourceNotFoundException" not in str(exc):
-                    raise
-                try:
+                desc = self._call("describe_table", TableName=name,
+                                  passthrough=frozenset({"ResourceNotFoundException"}))["Table"]
+            except ClientError:
+                defs = [{"AttributeName": k, "AttributeType": "S"} for k in keys]
+                with contextlib.suppress(ClientError):  # in use: someone else just created it
                     self._call("create_table", TableName=name, KeySchema=schema,
-                               BillingMode="PAY_PER_REQUEST",
-                               AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"}
-                                                     for k in keys])
-                except StoreError as exc2:  # someone else created it meanwhile
-                    if "ResourceInUseException" not in str(exc2):
-                        raise
+                               AttributeDefinitions=defs, BillingMode="PAY_PER_REQUEST",
+                               passthrough=frozenset({"ResourceInUseException"}))
                 desc = {"KeySchema": schema, "TableStatus": "CREATING"}
             if sorted(desc["KeySchema"], key=lambda k: k["KeyType"]) != schema:
                 raise StoreError(f"DynamoDB table {name} exists with key {desc['KeySchema']}")
             if desc.get("TableStatus") != "ACTIVE":
-                self.client.get_waiter("table_exists").wait(
-                    TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+                waiter = self.client.get_waiter("table_exists")
+                waiter.wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
 
     # ------------------------------------------------------------------ control items
     def put_entry(self, item: dict[str, Any]) -> None:
         name = entry_key(item)
-        self._call("put_item", name, TableName=self.control_table,
-                   Item=_to_ddb(check_item(item, table=name)))
+        item = _to_ddb(check_item(item, table=name))
+        self._call("put_item", name, TableName=self.control_table, Item=item)
 
     def get_entry(self, table: str) -> dict[str, Any] | None:
-        return self._get(self.control_table, {KEY: {"S": table}}, table)
+        resp = self._call("get_item", table, TableName=self.control_table,
+                          Key={KEY: {"S": table}}, ConsistentRead=True)
+        return _from_ddb(resp.get("Item"))
 
     def scan_entries(self) -> Iterator[dict[str, Any]]:
         """Every item: DynamoDB stops each page at 1 MB, so follow LastEvaluatedKey."""
@@ -237,8 +231,7 @@ class DynamoStore:
             kwargs["Limit"] = self.page_size
         while True:
             resp = self._call("scan", **kwargs)
-            for item in resp.get("Items", []):
-                yield _from_ddb(item)
+            yield from (_from_ddb(item) for item in resp.get("Items", []))
             if "LastEvaluatedKey" not in resp:
                 return
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
@@ -247,27 +240,24 @@ class DynamoStore:
         self, table: str, changes: dict[str, Any], *, expected: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         changes, expected = check_changes(table, changes), expected or {}
-        if not changes:  # nothing to write: a consistent read is the same check
-            item = self.get_entry(table)
-            if item is None:
-                raise StoreError("no control entry to update", table=table)
-            if problems := mismatches(item, expected):
-                raise WatermarkConflict("condition failed: " + "; ".join(problems), table=table)
-            return item
-        e = _Expr()
-        cond = e.condition(expected)
-        try:
-            resp = self._call(
-                "update_item", table, TableName=self.control_table, Key={KEY: {"S": table}},
-                UpdateExpression=e.update(changes), ConditionExpression=cond,
-                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD", **e.args())
-        except ClientError as exc:
-            old = _from_ddb(exc.response.get("Item")) or self.get_entry(table)
-            if old is None:
-                raise StoreError("no control entry to update", table=table) from exc
-            problems = mismatches(old, expected) or ["the entry changed concurrently"]
-            raise WatermarkConflict("condition failed: " + "; ".join(problems), table=table) from exc
-        return _from_ddb(resp["Attributes"]) or {}
+        if changes:
+            e = _Expr()
+            cond = e.expected(expected)
+            with contextlib.suppress(ClientError):
+                resp = self._call(
+                    "update_item", table, TableName=self.control_table, Key={KEY: {"S": table}},
+                    UpdateExpression=e.changes(changes), ConditionExpression=cond,
+                    ReturnValues="ALL_NEW", **e.args())
+                return _from_ddb(resp["Attributes"]) or {}
+        item = self.get_entry(table)  # no write, or the write's condition failed: say why
+        if item is None:
+            raise StoreError("no control entry to update", table=table)
+        problems = mismatches(item, expected)
+        if changes and not problems:  # the write failed yet the entry matches now: a race
+            problems = ["the entry changed meanwhile"]
+        if problems:
+            raise WatermarkConflict("condition failed: " + "; ".join(problems), table=table)
+        return item
 
     def delete_entry(self, table: str) -> None:
         self._call("delete_item", table, TableName=self.control_table, Key={KEY: {"S": table}})
@@ -275,35 +265,34 @@ class DynamoStore:
     # ------------------------------------------------------------------ leases and intents
     def acquire_lease(self, table: str, owner: str, ttl_seconds: float) -> Lease:
         token = uuid.uuid4().hex
-        for _ in range(3):  # a holder that vanishes between our write and our read: try again
+        for _ in range(3):  # a holder gone between our write and our read: try again
             now = self.clock()
-            expires_ms = to_ms(now + ttl_seconds)
+            item = {KEY: table, SK: "lease", "owner": owner, "leaseToken": token,
+                    "expiresAtMs": to_ms(now + ttl_seconds)}
             e = _Expr()
             cond = f"attribute_not_exists({e.n(SK)}) OR {e.n('expiresAtMs')} <= {e.v(to_ms(now))}"
-            item = {KEY: table, SK: "lease", "owner": owner, "leaseToken": token,
-                    "expiresAtMs": expires_ms}
-            try:
+            with contextlib.suppress(ClientError):
                 self._call("put_item", table, TableName=self.ledger_table, Item=_to_ddb(item),
                            ConditionExpression=cond, **e.args())
-                return Lease(table, owner, token, expires_ms / 1000)
-            except ClientError:
-                holder = self._get(self.ledger_table, self._lkey(table, "lease"), table)
-            if holder is not None and holder.get("leaseToken") == token:  # our retried write won
+                return Lease(table, owner, token, item["expiresAtMs"] / 1000)
+            holder = self._get_l(table, "lease")
+            if holder is not None and holder.get("leaseToken") == token:  # our retry had won
                 return Lease(table, owner, token, holder["expiresAtMs"] / 1000)
             if holder is not None and holder["expiresAtMs"] > to_ms(self.clock()):
-                raise LeaseHeld(lease_held_message(holder.get("owner"), holder["expiresAtMs"]),
-                                table=table)
+                msg = lease_held_message(holder.get("owner"), holder["expiresAtMs"])
+                raise LeaseHeld(msg, table=table)
         raise LeaseHeld("lease is contended; try again", table=table)
 
     def renew_lease(self, lease: Lease, ttl_seconds: float) -> Lease:
         now = self.clock()
         expires_ms = to_ms(now + ttl_seconds)
         e = _Expr()
-        cond = f"{e.n('leaseToken')} = {e.v(lease.token)} AND {e.n('expiresAtMs')} > {e.v(to_ms(now))}"
+        cond = e.lease_held(lease, to_ms(now))
         try:
             self._call("update_item", lease.table, TableName=self.ledger_table,
                        Key=self._lkey(lease.table, "lease"), ConditionExpression=cond,
-                       UpdateExpression=f"SET {e.n('expiresAtMs')} = {e.v(expires_ms)}", **e.args())
+                       UpdateExpression=f"SET {e.n('expiresAtMs')} = {e.v(expires_ms)}",
+                       **e.args())
         except ClientError as exc:
             raise self._lease_lost(lease) from exc
         return Lease(lease.table, lease.owner, lease.token, expires_ms / 1000)
@@ -313,23 +302,24 @@ class DynamoStore:
         with contextlib.suppress(ClientError):  # not ours any more: nothing to release
             self._call("delete_item", lease.table, TableName=self.ledger_table,
                        Key=self._lkey(lease.table, "lease"),
-                       ConditionExpression=f"{e.n('leaseToken')} = {e.v(lease.token)}", **e.args())
+                       ConditionExpression=f"{e.n('leaseToken')} = {e.v(lease.token)}",
+                       **e.args())
 
     def set_intent(self, lease: Lease, intent: dict[str, Any]) -> None:
         item = {KEY: lease.table, SK: "intent", "leaseToken": lease.token,
                 "intent": check_item(intent, table=lease.table)}
         put = {"Put": {"TableName": self.ledger_table, "Item": _to_ddb(item)}}
-        if codes := self._transact(lease, [self._lease_check(lease, to_ms(self.clock())), put]):
+        if codes := self._transact(lease, [self._lease_check(lease), put]):
             raise StoreError(f"set_intent cancelled: {codes}", table=lease.table)
 
     def get_intent(self, table: str) -> dict[str, Any] | None:
-        item = self._get(self.ledger_table, self._lkey(table, "intent"), table)
+        item = self._get_l(table, "intent")
         return None if item is None else item.get("intent", {})
 
     def clear_intent(self, lease: Lease) -> None:
         delete = {"Delete": {"TableName": self.ledger_table,
                              "Key": self._lkey(lease.table, "intent")}}
-        if codes := self._transact(lease, [self._lease_check(lease, to_ms(self.clock())), delete]):
+        if codes := self._transact(lease, [self._lease_check(lease), delete]):
             raise StoreError(f"clear_intent cancelled: {codes}", table=lease.table)
 
     # ------------------------------------------------------------------ the commit and ledger
@@ -343,55 +333,49 @@ class DynamoStore:
     ) -> None:
         """One TransactWriteItems: lease check, conditional entry update, seq, ledger, intent.
 
-        The seq item is advanced optimistically (read, then `seq = :read` in the transaction)
-        so the ledger item can carry its own seq; losing only that race is retried."""
+        The seq item is advanced optimistically (read it, then `seq = :read` in the
+        transaction) so the ledger item can carry its own seq; losing only that is retried."""
         table = lease.table
         changes = check_changes(table, entry_changes)
         entry = prepare_ledger_entry(lease, ledger_entry, self.clock())
         if SK in entry:
-            raise StoreError(f"ledger entry may not carry {SK!r} (the store's sort key)", table=table)
+            raise StoreError(f"a ledger entry may not carry {SK!r} (the sort key)", table=table)
+        pk = entry[PARTITION_KEY]
         for _ in range(self.max_attempts):
-            seq_item = self._get(self.ledger_table, self._lkey(table, "seq"), table)
-            prev = seq_item.get(SEQ) if seq_item else None
+            prev = (self._get_l(table, "seq") or {}).get(SEQ)
             entry[SEQ] = (prev or 0) + 1
-            ce = _Expr()
-            control: dict[str, Any] = {"TableName": self.control_table, "Key": {KEY: {"S": table}},
-                                       "ConditionExpression": ce.condition(expected),
-                                       "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+            ce, se = _Expr(), _Expr()
+            control = {"TableName": self.control_table, "Key": {KEY: {"S": table}},
+                       "ConditionExpression": ce.expected(expected)}
             if changes:
-                control["UpdateExpression"] = ce.update(changes)
-            control.update(ce.args())
-            se = _Expr()
+                control["UpdateExpression"] = ce.changes(changes)
             seq_cond = (f"attribute_not_exists({se.n(SK)})" if prev is None
                         else f"{se.n(SEQ)} = {se.v(prev)}")
-            seq_put = {"TableName": self.ledger_table, "ConditionExpression": seq_cond,
-                       "Item": _to_ddb({KEY: table, SK: "seq", SEQ: entry[SEQ],
-                                        "lastPartitionKey": entry[PARTITION_KEY]}), **se.args()}
-            items = [
-                self._lease_check(lease, to_ms(self.clock())),
-                {"Update" if changes else "ConditionCheck": control},
-                {"Put": seq_put},
+            seq_item = {KEY: table, SK: "seq", SEQ: entry[SEQ], "lastPartitionKey": pk}
+            codes = self._transact(lease, [
+                self._lease_check(lease),
+                {"Update" if changes else "ConditionCheck": {**control, **ce.args()}},
+                {"Put": {"TableName": self.ledger_table, "Item": _to_ddb(seq_item),
+                         "ConditionExpression": seq_cond, **se.args()}},
                 {"Put": {"TableName": self.ledger_table,
-                         "Item": _to_ddb({**entry, SK: f"window#{entry[PARTITION_KEY]}"})}},
+                         "Item": _to_ddb({**entry, SK: f"window#{pk}"})}},
                 {"Delete": {"TableName": self.ledger_table, "Key": self._lkey(table, "intent")}},
-            ]
-            codes = self._transact(lease, items)
+            ])
             if not codes:
                 return
             if codes[1] == "ConditionalCheckFailed":
-                old = self.get_entry(table)
-                problems = mismatches(old, expected) or ["the entry changed concurrently"]
+                now = self.get_entry(table)
+                problems = mismatches(now, expected) or ["the entry changed meanwhile"]
                 raise WatermarkConflict("commit refused: " + "; ".join(problems), table=table)
             if codes[2] != "ConditionalCheckFailed":
                 raise StoreError(f"commit cancelled: {codes}", table=table)
-        raise StoreError("commit sequence kept moving; gave up", table=table)
+        raise StoreError("the commit sequence kept moving; gave up", table=table)
 
     def ledger(self, table: str) -> list[dict[str, Any]]:
         e = _Expr()
-        kwargs: dict[str, Any] = {
-            "TableName": self.ledger_table, "ConsistentRead": True,
-            "KeyConditionExpression": f"{e.n(KEY)} = {e.v(table)} AND "
-                                      f"begins_with({e.n(SK)}, {e.v('window#')})", **e.args()}
+        cond = f"{e.n(KEY)} = {e.v(table)} AND begins_with({e.n(SK)}, {e.v('window#')})"
+        kwargs: dict[str, Any] = {"TableName": self.ledger_table, "ConsistentRead": True,
+                                  "KeyConditionExpression": cond, **e.args()}
         out: list[dict[str, Any]] = []
         while True:
             resp = self._call("query", table, **kwargs)
@@ -401,18 +385,16 @@ class DynamoStore:
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def ledger_entry(self, table: str, partition_key: str) -> dict[str, Any] | None:
-        item = self._get(self.ledger_table, self._lkey(table, f"window#{partition_key}"), table)
+        item = self._get_l(table, f"window#{partition_key}")
         return None if item is None else _strip(item)
 
     def last_committed(self, table: str) -> dict[str, Any] | None:
-        seq_item = self._get(self.ledger_table, self._lkey(table, "seq"), table)
-        return None if seq_item is None else self.ledger_entry(table, seq_item["lastPartitionKey"])
+        seq = self._get_l(table, "seq")
+        return None if seq is None else self.ledger_entry(table, seq["lastPartitionKey"])
 
 
 def _strip(item: dict[str, Any] | None) -> dict[str, Any]:
-    out = dict(item or {})
-    out.pop(SK, None)
-    return out
+    return {k: v for k, v in (item or {}).items() if k != SK}
 
 
 __all__ = ["DynamoStore"]

@@ -129,7 +129,8 @@ class LocalStore:
             raise LeaseHeld("lease lost: no lease is held", table=lease.table)
         owner, token, expires_ms = row
         if token != lease.token:
-            raise LeaseHeld("lease lost: " + lease_held_message(owner, expires_ms), table=lease.table)
+            msg = "lease lost: " + lease_held_message(owner, expires_ms)
+            raise LeaseHeld(msg, table=lease.table)
         if expires_ms <= to_ms(self.clock()):
             raise LeaseHeld("lease lost: it expired", table=lease.table)
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from delta_platform.errors import LeaseHeld, StoreError, WatermarkConflict
@@ -48,6 +49,12 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture(scope="session")
+def boto_session(moto_server: str) -> boto3.session.Session:
+    """One session for every client: creating sessions is the slow part of boto3."""
+    return boto3.session.Session()
+
+
 @pytest.fixture(params=["local", "dynamodb"])
 def make_store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
@@ -60,6 +67,7 @@ def make_store(
             return LocalStore(path, clock=clock)
     else:
         endpoint = request.getfixturevalue("moto_server")
+        session = request.getfixturevalue("boto_session")
         suffix = uuid.uuid4().hex[:10]
 
         def make() -> ControlStore:
@@ -68,6 +76,7 @@ def make_store(
                 f"etlLedger_{suffix}",
                 endpoint_url=endpoint,
                 region_name="us-east-1",
+                session=session,
                 clock=clock,
             )
 
@@ -161,20 +170,29 @@ def test_numbers_round_trip_exactly(store: ControlStore) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [1.5, {"a": [0.1]}, float("nan"), 10**40, Decimal("Infinity"), b"bytes", {1: "x"}]
+    ("bad", "why"),
+    [
+        (1.5, "floats lose precision"),
+        ({"a": [0.1]}, "floats lose precision"),
+        (float("nan"), "floats lose precision"),
+        (10**40, "38 significant digits"),
+        (Decimal("Infinity"), "not finite"),
+        (b"bytes", "unsupported type"),
+        ({1: "x"}, "not a str"),
+    ],
 )
-def test_unexact_or_unsupported_values_refused(store: ControlStore, bad: Any) -> None:
+def test_unexact_or_unsupported_values_refused(store: ControlStore, bad: Any, why: str) -> None:
     store.put_entry(entry())
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match=why):
         store.put_entry(entry(startvalue=bad))
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match=why):
         store.update_entry(T, {"startvalue": bad})
     lease = store.acquire_lease(T, "run-1", 60)
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match=why):
         store.set_intent(lease, {"attempt": bad})
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match=why):
         store.commit_window(lease, window("p1", "1", stats=bad), entry_changes={}, expected={})
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match=why):
         store.commit_window(lease, window("p1", "1"), entry_changes={"x": bad}, expected={})
     assert store.get_entry(T) == entry()
     assert store.ledger(T) == []
@@ -362,7 +380,7 @@ def test_commit_refuses_missing_entry_and_foreign_ledger(store: ControlStore) ->
 def test_ledger_order_replay_and_last_committed(store: ControlStore) -> None:
     store.put_entry(entry())
     lease = store.acquire_lease(T, "run-A", 60)
-    stamps = {"p2": "2024-01-01T02:00:00Z", "p1": "2024-01-01T01:00:00Z", "p3": "2024-01-01T03:00:00Z"}
+    stamps = {"p2": "2024-01-01T02:00Z", "p1": "2024-01-01T01:00Z", "p3": "2024-01-01T03:00Z"}
     watermark = "0"
     for pk in ("p1", "p2", "p3"):
         store.commit_window(
@@ -374,7 +392,7 @@ def test_ledger_order_replay_and_last_committed(store: ControlStore) -> None:
     assert store.last_committed(T)["partitionKey"] == "p3"
 
     # replay p1: replaced, never moves the watermark, and is now the last commit
-    replay = window("p1", "p1", committedAt="2024-01-01T04:00:00Z", replays=1)
+    replay = window("p1", "p1", committedAt="2024-01-01T04:00Z", replays=1)
     store.commit_window(lease, replay, entry_changes={}, expected={})
     ledger = store.ledger(T)
     assert [e["partitionKey"] for e in ledger] == ["p2", "p3", "p1"]

@@ -85,6 +85,7 @@ class PostgresDialect(SourceDialect):
             sa.text(
                 "SELECT pid, xact_start FROM pg_stat_activity WHERE xact_start IS NOT NULL "
                 "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            "AND datname = current_database() "
                 "AND coalesce(application_name, '') NOT LIKE 'delta_platform%'"
             )
         ).all()

@@ -14,7 +14,8 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -156,6 +157,19 @@ def _by_name(batch: pa.RecordBatch, schema: pa.Schema, table: str) -> pa.RecordB
     return pa.RecordBatch.from_arrays(arrays, names=schema.names)
 
 
+@contextmanager
+def quiet_wire_logs() -> Iterator[None]:
+    """botocore logs request and response bodies at DEBUG; keep secrets out of those logs."""
+    logger = logging.getLogger("botocore")
+    before = logger.level
+    if logger.getEffectiveLevel() < logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
@@ -261,17 +275,19 @@ class _TaskRun:
             secret = self._read_secret(conn.secret_arn)
             kwargs = {"Username": secret["username"], "Password": secret["password"],
                       "ServerName": secret["host"], "Port": int(secret["port"])}
-        resp = self.e.dms.create_endpoint(
-            EndpointIdentifier=identifier("dp", self.entry.name, self.attempt, "src"),
-            EndpointType="source", EngineName=engine_name, SslMode=conn.ssl_mode,
-            Tags=self._tags(), **{SETTINGS_PARAM[engine_name]: settings}, **kwargs)
+        with quiet_wire_logs():
+            resp = self.e.dms.create_endpoint(
+                EndpointIdentifier=identifier("dp", self.entry.name, self.attempt, "src"),
+                EndpointType="source", EngineName=engine_name, SslMode=conn.ssl_mode,
+                Tags=self._tags(), **{SETTINGS_PARAM[engine_name]: settings}, **kwargs)
         return resp["Endpoint"]["EndpointArn"]
 
     def _read_secret(self, arn: str) -> dict[str, Any]:
         if self.e.secrets is None:
             raise EngineError("a connection without access_role_arn needs a Secrets Manager client",
                               table=self.entry.name, attribute="source")
-        value = json.loads(self.e.secrets.get_secret_value(SecretId=arn)["SecretString"])
+        with quiet_wire_logs():
+            value = json.loads(self.e.secrets.get_secret_value(SecretId=arn)["SecretString"])
         self._secrets = [str(value[k]) for k in ("password", "username") if value.get(k)]
         missing = [k for k in ("username", "password", "host", "port") if not value.get(k)]
         if missing:

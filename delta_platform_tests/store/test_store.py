@@ -169,6 +169,12 @@ def test_numbers_round_trip_exactly(store: ControlStore) -> None:
     assert got["nested"]["l"][3] is True  # a bool never turns into 1
 
 
+def test_dicts_that_look_like_codec_tags_stay_dicts(store: ControlStore) -> None:
+    odd = {"$d": "1.5", "$m": {"$d": "2"}, "x": [{"$d": "3"}]}
+    store.put_entry(entry(odd=odd))
+    assert store.get_entry(T)["odd"] == odd
+
+
 @pytest.mark.parametrize(
     ("bad", "why"),
     [

@@ -100,21 +100,25 @@ def watermark(entry: ControlEntry, store: ControlStore, key: dg.AssetKey, partit
     overlaps = [p for p, w in others
                 if w.low.as_low_key() < window.high.as_high_key()
                 and window.low.as_low_key() < w.high.as_high_key()]
-    if overlaps:
-        return _result(key, WATERMARK, False, f"window {text} overlaps partition(s) {', '.join(overlaps)}: "
-                       "rows loaded twice", window=text)
     below = [(p, w) for p, w in others if w.high.as_high_key() <= window.low.as_low_key()]
     reset = any("reset by hand" in n for n in window.notes) or ledger_entry.get("mode") == "reset"
+    if overlaps and not reset:
+        return _result(key, WATERMARK, False, f"window {text} overlaps partition(s) {', '.join(overlaps)}: "
+                       "rows loaded twice", window=text)
     notes: list[str] = []
-    if below:
+    if below and not overlaps:
         prev_key, prev = max(below, key=lambda pw: pw[1].high.as_high_key())
         if prev.high.next_low() != window.low:
             if not reset:
                 return _result(key, WATERMARK, False,
                                f"window {text} does not start where partition {prev_key} ended "
                                f"({prev.describe()}): a hole, and no manual reset recorded", window=text)
-            notes.append(f"manual reset: previous high {prev.high.value.encode()}, this window {text}")
-    elif reset:
+            notes.append(f"manual reset skipped ahead: partition {prev_key} ended at "
+                         f"{prev.high.value.encode()}, this window is {text}")
+    if reset and overlaps:
+        notes.append(f"manual reset rewound: window {text} reloads rows of partition(s) "
+                     f"{', '.join(overlaps)}")
+    elif reset and not notes:
         notes.append(f"manual reset: window {text}")
     newest = max([w for _, w in others] + [window], key=lambda w: w.high.as_high_key())
     current = store.get_entry(entry.name) or {}
@@ -123,8 +127,11 @@ def watermark(entry: ControlEntry, store: ControlStore, key: dg.AssetKey, partit
                        f"control table startvalue {current.get('startvalue')!r} is not the last committed "
                        f"high {window.high.value.encode()!r}: edited by hand (the next window starts "
                        "at the new value)", window=text)
-    return _result(key, WATERMARK, True, "; ".join(notes) or f"contiguous window {text}", window=text,
-                   manual_reset=bool(notes) or None, mode=ledger_entry.get("mode"))
+    if notes:  # a deliberate reset: reported as a warning, never hidden, never blocking
+        return _result(key, WATERMARK, False, "; ".join(notes), severity=dg.AssetCheckSeverity.WARN,
+                       window=text, manual_reset=True, mode=ledger_entry.get("mode"))
+    return _result(key, WATERMARK, True, f"contiguous window {text}", window=text,
+                   mode=ledger_entry.get("mode"))
 
 
 def schema_drift(entry: ControlEntry, store: ControlStore, key: dg.AssetKey, partition_key: str,

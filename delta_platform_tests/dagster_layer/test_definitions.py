@@ -1,0 +1,100 @@
+"""The code location, the translator, the schedules and the demo."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from delta_platform import demo
+from delta_platform.control_entry import ControlEntry
+from delta_platform.dagster_layer import DeltaTranslator, state
+from delta_platform.dagster_layer.resources import resources_for_env
+from delta_platform_tests.dagster_layer.conftest import Platform
+
+
+@pytest.fixture
+def demo_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(state.HOME_VAR, str(tmp_path / "demo"))
+    monkeypatch.setenv("DELTA_PLATFORM_ENV", "local")
+    return demo.setup()
+
+
+def test_demo_builds_and_code_location_loads(demo_home: Path) -> None:
+    from delta_platform.definitions import make_defs
+
+    demo.setup()  # idempotent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        defs = make_defs()
+    dg.Definitions.validate_loadable(defs)
+    keys = {s.key for s in defs.resolve_all_asset_specs()}
+    assert dg.AssetKey(["raw", "dwh", "orders_s3"]) in keys
+    assert dg.AssetKey(["raw", "dwh", "orders_changes_s3"]) in keys
+    assert dg.AssetKey(["source", "default", "dwh", "orders_rds"]) in keys
+    assert (demo_home / state.SNAPSHOT_NAME).exists()
+    inserted, updated = demo.generate(10, 5, seed=1)
+    assert (inserted, updated) == (10, 5)
+
+
+def test_run_worker_reads_the_snapshot_not_the_store(demo_home: Path, monkeypatch) -> None:
+    path, uri = demo_home / state.SNAPSHOT_NAME, f"sqlite:///{demo_home}/control.db"
+    before = state.load_items(uri, path)
+    from delta_platform.store import store_from_uri
+    store_from_uri(uri).delete_entry("orders_s3")
+    monkeypatch.setattr("sys.argv", ["dagster", "api", "execute_run"])
+    assert state.load_items(uri, path) == before  # same set as the process that launched the run
+    monkeypatch.setattr("sys.argv", ["dagster", "api", "grpc"])
+    assert len(state.load_items(uri, path)) == len(before) - 1
+
+
+def test_unknown_environment_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="DELTA_PLATFORM_ENV"):
+        resources_for_env(str(tmp_path), "moon")
+
+
+def test_translator_spec_and_subclass(platform: Platform) -> None:
+    entry = ControlEntry.from_item({**platform.entry("orders_s3", "row_id", "0"),
+                                    "partitionCadence": "daily", "group": "sales"})
+    spec = DeltaTranslator({"default": "sqlite"}).get_asset_spec(entry)
+    assert spec.key == dg.AssetKey(["raw", "dwh", "orders_s3"])
+    assert spec.kinds == {"sqlite", "parquet", "local"} and spec.group_name == "sales"
+    assert isinstance(spec.partitions_def, dg.DailyPartitionsDefinition)
+    assert spec.partitions_def.get_first_partition_key() == "2026-01-01"
+    assert [d.asset_key for d in spec.deps] == [dg.AssetKey(["source", "default", "dwh", "orders"])]
+    assert spec.metadata["filter_operator"] == "gte"
+
+    class Prefixed(DeltaTranslator):
+        def get_asset_spec(self, entry: ControlEntry) -> dg.AssetSpec:
+            spec = super().get_asset_spec(entry)
+            return spec.replace_attributes(key=spec.key.with_prefix("lake"))
+
+    platform.add(platform.entry("orders_s3", "row_id", "0"))
+    defs = platform.defs(Prefixed())
+    assert dg.AssetKey(["lake", "raw", "dwh", "orders_s3"]) in {s.key for s in defs.resolve_all_asset_specs()}
+
+
+def test_inactive_entry_has_no_asset(platform: Platform) -> None:
+    platform.add(platform.entry("orders_s3", "row_id", "0"),
+                 {**platform.entry("paused", "row_id", "0"), "activeflag": "false"})
+    names = {s.key.path[-1] for s in platform.defs().resolve_all_asset_specs()}
+    assert "orders_s3" in names and "paused" not in names
+
+
+def test_hourly_schedule_runs_previous_hour_one_run_per_table(platform: Platform) -> None:
+    platform.add(platform.entry("orders_s3", "row_id", "0"),
+                 platform.entry("orders_changes", "updated_at", "2025-12-31 00:00:00"))
+    defs = platform.defs()
+    schedules = list(defs.schedules)
+    assert len(schedules) == 2
+    for schedule in schedules:
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+        resolved = defs.resolve_schedule_def(schedule.name)
+        ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 1, 2, 5, 10, tzinfo=UTC),
+                                        repository_def=defs.get_repository_def())
+        data = resolved.evaluate_tick(ctx)
+        assert [r.partition_key for r in data.run_requests] == ["2026-01-02-04:00"]
+        assert resolved.cron_schedule == "10 * * * *"

@@ -94,9 +94,14 @@ def build_defs(items: Iterable[Mapping[str, Any]], translator: DeltaTranslator |
                extra: Iterable[dg.Definitions] = ()) -> dg.Definitions:
     """Assets + checks + one job and schedule per active table, source specs, invalid entries."""
     from delta_platform.dagster_layer.schedules import load_job, load_schedule
+    from delta_platform.dagster_layer.sensors import control_table_sensor, fingerprint, load_failure_notifier
 
     translator = translator or DeltaTranslator()
+    items = [dict(i) for i in items]
     parsed = parse_items(items)
+    by_name = {str(i.get("targetTableName")): i for i in items}
+    loaded = {e.name: fingerprint(by_name[e.name]) for e in parsed.active}
+    loaded |= {b.name: "invalid:" + fingerprint(by_name.get(b.name, {})) for b in parsed.invalid}
     assets: list[Any] = []
     sources: dict[dg.AssetKey, dg.AssetSpec] = {}
     jobs, schedules = [], []
@@ -109,6 +114,7 @@ def build_defs(items: Iterable[Mapping[str, Any]], translator: DeltaTranslator |
         jobs.append(job)
         schedules.append(load_schedule(entry, job))
     assets += list(sources.values()) + [invalid_spec(b) for b in parsed.invalid]
-    defs = dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, resources=dict(resources or {}),
-                          executor=dg.in_process_executor)
+    sensors = [control_table_sensor(loaded, jobs), load_failure_notifier]
+    defs = dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
+                          resources=dict(resources or {}), executor=dg.in_process_executor)
     return dg.Definitions.merge(defs, *extra) if extra else defs

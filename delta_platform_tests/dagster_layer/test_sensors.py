@@ -1,0 +1,70 @@
+"""The control-table sensor and the failure notifier."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+
+from delta_platform.dagster_layer.notify import LogNotifier, SnsNotifier, WebhookNotifier
+from delta_platform.dagster_layer.sensors import notifier_for
+from delta_platform_tests.dagster_layer.conftest import Platform
+
+
+def _tick(platform: Platform, defs: dg.Definitions, cursor: str | None = None) -> dg.SensorResult:
+    sensor = defs.resolve_sensor_def("control_table_sensor")
+    with dg.DagsterInstance.ephemeral() as instance:
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=platform.resources) as ctx:
+            return sensor(ctx)
+
+
+def test_sensor_starts_initial_load_once_and_sees_changes(platform: Platform, monkeypatch) -> None:
+    monkeypatch.delenv("DELTA_PLATFORM_WEBSERVER", raising=False)
+    platform.add(platform.entry("orders_s3", "row_id", "0"))
+    defs = platform.defs()
+    first = _tick(platform, defs)
+    assert [(r.job_name, r.run_key) for r in first.run_requests] == [("load_orders_s3_job", "initial:orders_s3")]
+    assert first.run_requests[0].partition_key
+    again = _tick(platform, defs, first.cursor)
+    assert again.run_requests == []
+    # a new entry, an invalid one and a changed one: reported, reload asked once, no run for unknown jobs
+    platform.add(platform.entry("orders_new", "row_id", "0"),
+                 {**platform.entry("broken", "row_id", "0"), "filteroperator": "nope"})
+    platform.store.update_entry("orders_s3", {"partitionCadence": "daily"})
+    changed = _tick(platform, defs, again.cursor)
+    assert changed.run_requests == []
+    assert "reloaded_for" in json.loads(changed.cursor)
+    # the platform's own write-back (startvalue, statistics) is not a configuration change
+    platform.store.update_entry("orders_s3", {"startvalue": "10", "lastLoadRows": 10})
+    reloaded = platform.defs()
+    after = _tick(platform, reloaded, changed.cursor)
+    assert [r.run_key for r in after.run_requests] == ["initial:orders_new"]
+    assert json.loads(after.cursor)["reloaded_for"] == json.loads(changed.cursor)["reloaded_for"]
+
+
+def test_notifier_choice_and_webhook(platform: Platform) -> None:
+    delta = platform.resources["delta"]
+    assert isinstance(notifier_for(delta), LogNotifier)
+    assert isinstance(notifier_for(delta.model_copy(update={"notify_sns_topic_arn": "arn:aws:sns:x"})),
+                      SnsNotifier)
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        WebhookNotifier(f"http://127.0.0.1:{server.server_port}/hook").notify("load failed", "details")
+    finally:
+        server.shutdown()
+    assert received == [{"subject": "load failed", "text": "load failed\ndetails"}]

@@ -15,9 +15,9 @@ from delta_platform_tests.dagster_layer.conftest import Platform
 
 def _tick(platform: Platform, defs: dg.Definitions, cursor: str | None = None) -> dg.SensorResult:
     sensor = defs.resolve_sensor_def("control_table_sensor")
-    with dg.DagsterInstance.ephemeral() as instance:
-        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=platform.resources) as ctx:
-            return sensor(ctx)
+    with (dg.DagsterInstance.ephemeral() as instance,
+          dg.build_sensor_context(instance=instance, cursor=cursor, resources=platform.resources) as ctx):
+        return sensor(ctx)
 
 
 def test_sensor_starts_initial_load_once_and_sees_changes(platform: Platform, monkeypatch) -> None:
@@ -25,7 +25,8 @@ def test_sensor_starts_initial_load_once_and_sees_changes(platform: Platform, mo
     platform.add(platform.entry("orders_s3", "row_id", "0"))
     defs = platform.defs()
     first = _tick(platform, defs)
-    assert [(r.job_name, r.run_key) for r in first.run_requests] == [("load_orders_s3_job", "initial:orders_s3")]
+    assert [(r.job_name, r.run_key) for r in first.run_requests] == [
+        ("load_orders_s3_job", "initial:orders_s3")]
     assert first.run_requests[0].partition_key
     again = _tick(platform, defs, first.cursor)
     assert again.run_requests == []

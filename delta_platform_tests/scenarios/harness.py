@@ -152,6 +152,8 @@ class Rig:
             "targetTableName": target, "activeflag": "true", "sourceSchema": self.db.schema,
             "sourceTable": table, "filtercolumn": column, "filteroperator": operator,
             "ouputs3Prefix": str(self.root / "lake"),
+            # Bounded: a shared server may have other sessions' transactions open.
+            "maxTxnWaitSeconds": "5",
         }
         if start is not None:
             item["startvalue"] = start

@@ -31,6 +31,24 @@ concurrency:
     default_limit: 4   # at most 4 simultaneous loads in the delta_loads pool
 """
 
+WORKSPACE_YAML = """\
+load_from:
+  - python_module:
+      module_name: delta_platform.definitions
+      location_name: delta_platform
+"""
+
+
+def _webserver_address(args: list[str]) -> str:
+    """host:port dagster dev will listen on, so the control-table sensor can ask it to reload."""
+    host, port = "127.0.0.1", "3000"
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag in ("-p", "--port"):
+            port = value
+        elif flag in ("-h", "--host"):
+            host = value
+    return f"{host}:{port}"
+
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
@@ -112,7 +130,10 @@ def up(root: Path | None = None, extra_args: list[str] | None = None) -> None:
     root = setup(root)
     env = {**os.environ, HOME_VAR: str(root), "DAGSTER_HOME": str(root / "dagster")}
     env.setdefault("DELTA_PLATFORM_ENV", "local")
-    args = [sys.executable, "-m", "dagster", "dev", "-m", "delta_platform.definitions", *(extra_args or [])]
+    env.setdefault("DELTA_PLATFORM_WEBSERVER", _webserver_address(extra_args or []))
+    workspace = root / "workspace.yaml"  # names the location "delta_platform" wherever `up` runs
+    workspace.write_text(WORKSPACE_YAML)
+    args = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), *(extra_args or [])]
     print(f"delta_platform demo in {root}; starting: {' '.join(args[1:])}", flush=True)
     os.execvpe(args[0], args, env)
 
@@ -121,16 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m delta_platform.demo")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="create the demo source, control store and entries")
-    up_p = sub.add_parser("up", help="setup, then start dagster dev (extra args go to dagster dev)")
-    up_p.add_argument("dagster_args", nargs=argparse.REMAINDER)
+    sub.add_parser("up", help="setup, then start dagster dev (extra args go to dagster dev)")
     gen = sub.add_parser("generate", help="insert/update demo rows")
     gen.add_argument("--inserts", type=int, default=100)
     gen.add_argument("--updates", type=int, default=20)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "up":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "setup":
         print(f"demo ready in {setup()}")
     elif args.command == "up":
-        up(extra_args=args.dagster_args)
+        up(extra_args=rest)
     else:
         ins, upd = generate(args.inserts, args.updates)
         print(f"inserted {ins} and updated {upd} orders in {home() / 'dwh.db'}")

@@ -37,7 +37,9 @@ def request_reload(location: str = LOCATION_NAME) -> str:
         return f"set {WEBSERVER_VAR}=host:port for automatic reloads, or click 'Reload definitions'"
     host, _, port = address.rpartition(":")
     try:
-        dg.DagsterGraphQLClient(host or address, port_number=int(port) if port else None) \
+        from dagster_graphql import DagsterGraphQLClient  # installed with dagster-webserver
+
+        DagsterGraphQLClient(host or address, port_number=int(port) if port else None) \
             .reload_repository_location(location)
     except Exception as exc:  # a failed reload must not fail the sensor tick
         return f"reload request to {address} failed: {type(exc).__name__}"

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from delta_platform.control_entry import ControlEntry
 from delta_platform.dagster_layer import checks
@@ -15,6 +17,7 @@ from delta_platform.dagster_layer.resources import DeltaPlatformResource
 from delta_platform.dagster_layer.translator import DeltaTranslator, op_name
 from delta_platform.delta_task import PartitionSpec
 from delta_platform.errors import DeltaError
+from delta_platform.lake import Lake
 
 log = logging.getLogger("delta_platform")
 POOL = "delta_loads"
@@ -68,15 +71,23 @@ def load_asset(entry: ControlEntry, translator: DeltaTranslator, *, pool: str = 
             context.log.warning(warning)
         current = task.entry(table)
         lake = delta.lake(current.output_prefix)
-        preview = None
-        if result.rows:
-            preview = lake.read_partition(current.source_schema, table, result.partition_key).slice(
-                0, PREVIEW_ROWS)
+        preview = first_rows(lake, current, result.partition_key) if result.rows else None
         yield dg.MaterializeResult(asset_key=key, metadata=load_metadata(
             result, f"{current.source_schema}.{table}", preview))
         yield from checks.evaluate(current, task.store, lake, key, result.partition_key)
 
     return _load
+
+
+def first_rows(lake: Lake, entry: ControlEntry, partition_key: str) -> pa.Table | None:
+    """The preview reads one small batch of the first file, never the whole partition."""
+    manifest = lake.read_manifest(entry.source_schema, entry.name, partition_key)
+    if manifest is None or not manifest.files:
+        return None
+    pdir = lake.partition_dir(entry.source_schema, entry.name, partition_key)
+    with lake.filesystem.open_input_file(f"{pdir}/{manifest.files[0].name}") as fh:
+        batch = next(pq.ParquetFile(fh).iter_batches(batch_size=PREVIEW_ROWS), None)
+        return pa.Table.from_batches([batch]) if batch is not None else None
 
 
 def invalid_spec(bad: Invalid) -> dg.AssetSpec:

@@ -69,3 +69,26 @@ def test_notifier_choice_and_webhook(platform: Platform) -> None:
     finally:
         server.shutdown()
     assert received == [{"subject": "load failed", "text": "load failed\ndetails"}]
+
+
+def test_run_failure_sensor_notifies(platform: Platform, monkeypatch) -> None:
+    from delta_platform.dagster_layer import sensors
+
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(sensors, "notifier_for", lambda delta: type(
+        "Capture", (), {"notify": lambda self, s, m: sent.append((s, m))})())
+    platform.add({**platform.entry("orders_s3", "row_id", "0"), "sourceTable": "no_such_table"})
+    defs = platform.defs()
+    asset = next(a for a in defs.assets if isinstance(a, dg.AssetsDefinition))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([asset], partition_key="2026-01-01-00:00", resources=platform.resources,
+                                instance=instance, raise_on_error=False,
+                                tags={"delta_platform/table": "orders_s3"})
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+        with dg.build_run_status_sensor_context(
+                sensor_name="load_failure_notifier", dagster_event=failure, dagster_instance=instance,
+                dagster_run=result.dagster_run, resources=platform.resources) as ctx:
+            sensors.load_failure_notifier(ctx.for_run_failure())
+    assert sent and sent[0][0] == "delta_platform load failed: orders_s3"
+    assert result.dagster_run.run_id in sent[0][1]

@@ -120,6 +120,18 @@ def make_db(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Db:
     return Db(name, MARIADB_URL, schema, sa.create_engine(MARIADB_URL, poolclass=sa.pool.NullPool))
 
 
+def make_source(db: Db, **engine_kwargs: Any) -> Source:
+    """The Source under test. On PostgreSQL its sessions are tagged like the platform's reader.
+
+    The fence ignores sessions named `delta_platform%`; the core's probe session is not tagged
+    (see the report), so untagged probes of concurrent loads on a shared server would stall each
+    other's fence. Tagging ours keeps this suite from stalling other users of the server.
+    """
+    if db.name == "postgresql":
+        engine_kwargs.setdefault("connect_args", {"application_name": "delta_platform_scenarios"})
+    return Source(db.url, **engine_kwargs)
+
+
 @dataclass
 class Rig:
     """A DeltaTask over a LocalStore and a local Lake, loading tables of one `Db`."""
@@ -136,7 +148,7 @@ class Rig:
         self.store = LocalStore(str(self.root / "control.db"))
         self.store.init()
         self.lake = Lake(str(self.root / "lake"))
-        self.source = Source(self.db.url)
+        self.source = make_source(self.db)
         self.task = self.new_task()
 
     def new_task(self, owner: str | None = None,

@@ -46,7 +46,7 @@ class DeltaPlatformResource(dg.ConfigurableResource):
     lease_ttl_seconds: int = 3600
     notify_webhook_url: str | None = None
     notify_sns_topic_arn: str | None = None
-    dms: dg.ResourceDependency[Any] | None = None  # delta_platform.aws.resource.DmsResource in AWS mode
+    dms: dg.ConfigurableResource | None = None  # AWS mode: delta_platform.aws.resource.DmsResource
 
     def store(self) -> ControlStore:
         return store_from_uri(self.control_store)

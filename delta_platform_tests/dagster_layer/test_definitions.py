@@ -98,3 +98,16 @@ def test_hourly_schedule_runs_previous_hour_one_run_per_table(platform: Platform
         data = resolved.evaluate_tick(ctx)
         assert [r.partition_key for r in data.run_requests] == ["2026-01-02-04:00"]
         assert resolved.cron_schedule == "10 * * * *"
+
+
+def test_dms_engine_plugs_in_as_a_nested_resource(platform: Platform) -> None:
+    class FakeDms(dg.ConfigurableResource):
+        def engine(self) -> str:
+            return "dms-engine"
+
+    entry = ControlEntry.from_item(platform.entry("orders_s3", "row_id", "0"))
+    delta = platform.resources["delta"]
+    assert type(delta.engine_for(entry)).__name__ == "StreamingEngine"
+    with pytest.raises(dg.DagsterInvariantViolationError, match="no DMS resource"):
+        delta.model_copy(update={"engine": "dms"}).engine_for(entry)
+    assert delta.model_copy(update={"engine": "dms", "dms": FakeDms()}).engine_for(entry) == "dms-engine"

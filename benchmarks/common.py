@@ -179,7 +179,9 @@ def describe_losses(schema: pa.Schema, extra: str = "") -> str:
         losses.append("adds columns")
     if "amount" in names:
         t = schema.field("amount").type
-        if pa.types.is_decimal(t):
+        if isinstance(t, pa.ExtensionType) or "extension" in str(t):
+            losses.append("numeric as text (opaque extension)")
+        elif pa.types.is_decimal(t):
             if (t.precision, t.scale) != (12, 2):
                 losses.append(f"decimal widened to ({t.precision},{t.scale})")
         elif pa.types.is_floating(t):

@@ -24,11 +24,18 @@ def run_delta_platform(db: str, url: str, out_dir: str, low: Any, high: Any) -> 
     with tempfile.TemporaryDirectory() as state:
         store = LocalStore(str(Path(state) / "control.db"))
         store.init()
-        store.put_entry({
-            "targetTableName": "orders", "activeflag": "true", "sourceSchema": SCHEMAS[db],
-            "sourceTable": "orders", "filtercolumn": "updated_at", "filteroperator": "gte",
-            "startvalue": str(low), "ouputs3Prefix": out_dir,
-        })
+        store.put_entry(
+            {
+                "targetTableName": "orders",
+                "activeflag": "true",
+                "sourceSchema": SCHEMAS[db],
+                "sourceTable": "orders",
+                "filtercolumn": "updated_at",
+                "filteroperator": "gte",
+                "startvalue": str(low),
+                "ouputs3Prefix": out_dir,
+            }
+        )
         runtime = Runtime(store, {"default": url})
         result = runtime.task().run("orders", PartitionSpec("bench"), run_id="bench")
         if result.rows != result.source_count:

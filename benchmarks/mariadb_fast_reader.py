@@ -1,8 +1,18 @@
-"""Fastest exact MariaDB/MySQL reader measured here: mysqlclient, raw values, column-wise Arrow.
+"""Fastest exact MariaDB/MySQL readers measured here (mysqlclient + Arrow).
 
-Runs on the caller's own connection, so it can sit inside
+Both run on the caller's own connection, so they can sit inside
 `START TRANSACTION WITH CONSISTENT SNAPSHOT` with the caller's other queries (connectorx
-cannot). How it gets its speed:
+cannot).
+
+`packed=True` (default, fastest): the server renders each row as one CSV line
+(`CONCAT_WS(',', ...)` over the caller's query as a derived table, which MariaDB merges);
+text columns are quoted with `"` doubled, NULL is an unquoted empty field, so NULL and ''
+stay distinct. The client builds one bytes object per row, joins a batch and lets Arrow's
+C++ CSV parser convert it with the schema's exact types. 1M rows: ~1.0-1.3 s to Arrow with
+~0.7-0.9 s client CPU, against ~1.1 s for connectorx. Used when every column is an integer,
+decimal, string, date or timestamp; other types fall back to the per-value path.
+
+`packed=False` (per-value path):
 
 * `mysql_use_result` streaming (no client-side buffering of the whole result);
 * a private converter map for the result only: integers through mysqlclient's C fast path,
@@ -55,6 +65,56 @@ def _column(values: tuple[Any, ...], typ: pa.DataType) -> pa.Array:
     return text.cast(typ)
 
 
+def _packable(schema: pa.Schema) -> bool:
+    ok = (
+        pa.types.is_integer,
+        pa.types.is_decimal,
+        pa.types.is_string,
+        pa.types.is_timestamp,
+        pa.types.is_date32,
+        pa.types.is_large_string,
+    )
+    return all(any(check(f.type) for check in ok) for f in schema)
+
+
+def _packed_sql(sql: str, schema: pa.Schema) -> str:
+    """Wrap `sql` so each row comes back as one CSV line in `schema` order."""
+    parts = []
+    for f in schema:
+        col = f"t.`{f.name}`"
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+            col = f"CONCAT('\"', REPLACE({col}, '\"', '\"\"'), '\"')"
+        parts.append(f"IFNULL({col}, '')")
+    return f"SELECT CONCAT_WS(',', {', '.join(parts)}) FROM ({sql}) AS t"
+
+
+def _read_packed(conn: Any, query: bytes, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    import io
+
+    import pyarrow.csv as pcsv
+    from MySQLdb import _mysql
+
+    parse_types = {
+        f.name: pa.timestamp(f.type.unit) if pa.types.is_timestamp(f.type) else f.type for f in schema
+    }
+    read = pcsv.ReadOptions(column_names=schema.names, block_size=1 << 26)
+    parse = pcsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)  # all-NULL row
+    convert = pcsv.ConvertOptions(
+        column_types=parse_types, strings_can_be_null=True, quoted_strings_can_be_null=False
+    )
+    conn.query(query)
+    result = _mysql.result(conn, 1, {})  # every value as bytes
+    try:
+        while rows := result.fetch_row(batch_rows, 0):
+            text = b"\n".join([r[0] for r in rows])
+            del rows
+            table = pcsv.read_csv(io.BytesIO(text), read, parse, convert)
+            yield table.cast(schema).combine_chunks().to_batches()[0]
+    finally:
+        while result.fetch_row(batch_rows, 0):
+            pass
+
+
 def _literal(conn: Any, sql: str, params: tuple[Any, ...]) -> bytes:
     """Interpolate `params` (%s markers) the way MySQLdb's cursor does."""
     query = sql.encode(conn.encoding if hasattr(conn, "encoding") else "utf-8")
@@ -69,15 +129,20 @@ def read_batches(
     params: tuple[Any, ...],
     schema: pa.Schema,
     batch_rows: int,
+    packed: bool = True,
 ) -> Iterator[pa.RecordBatch]:
     """Stream `sql` (with `%s` params) as record batches of `schema` on a mysqlclient connection.
 
-    The select list must match `schema` column for column. The connection may be inside an
-    open transaction (e.g. WITH CONSISTENT SNAPSHOT); the result is fully drained or freed.
+    The select list must match `schema` column for column (names too, for `packed`). The
+    connection may be inside an open transaction (e.g. WITH CONSISTENT SNAPSHOT); the result
+    is fully drained before returning.
     """
     from MySQLdb import _mysql
 
     conn = getattr(dbapi_connection, "dbapi_connection", dbapi_connection)  # SQLAlchemy fairy
+    if packed and _packable(schema):
+        yield from _read_packed(conn, _literal(conn, _packed_sql(sql, schema), params), schema, batch_rows)
+        return
     conn.query(_literal(conn, sql, params))
     result = _mysql.result(conn, 1, _converters())  # use_result with private converters
     types = [f.type for f in schema]

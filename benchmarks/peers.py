@@ -448,7 +448,7 @@ def maria_mysqlclient(ctx: Ctx) -> PeerResult:
     return summarize(ctx.out_dir)
 
 
-def _fast(ctx: Ctx, thread: bool) -> PeerResult:
+def _fast(ctx: Ctx, thread: bool, packed: bool = False) -> PeerResult:
     from benchmarks.mariadb_fast_reader import read_batches
 
     conn = _mysqlclient(ctx)
@@ -504,6 +504,18 @@ def maria_fast(ctx: Ctx) -> PeerResult:
 def maria_fast_thread(ctx: Ctx) -> PeerResult:
     """As mysqlclient_raw_conv, Parquet encoding in a second thread."""
     return _fast(ctx, thread=True)
+
+
+@peer("mariadb", "mysqlclient_packed_csv", ["MySQLdb", "benchmarks.mariadb_fast_reader"])
+def maria_packed(ctx: Ctx) -> PeerResult:
+    """Server renders CSV lines, Arrow's CSV parser types them (mariadb_fast_reader default)."""
+    return _fast(ctx, thread=False, packed=True)
+
+
+@peer("mariadb", "mysqlclient_packed_csv_writer_thread", ["MySQLdb", "benchmarks.mariadb_fast_reader"])
+def maria_packed_thread(ctx: Ctx) -> PeerResult:
+    """As mysqlclient_packed_csv, Parquet encoding in a second thread."""
+    return _fast(ctx, thread=True, packed=True)
 
 
 @peer("mariadb", "pandas", ["pandas", "sqlalchemy", "pymysql"])

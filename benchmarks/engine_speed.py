@@ -49,7 +49,20 @@ class Run:
 
 
 def _peak_rss_mb() -> float:
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak RSS of this process image (VmHWM).
+
+    ru_maxrss is not used on Linux: exec carries the forking parent's RSS into it.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    self_kb = int(line.split()[1])
+                    break
+            else:
+                raise OSError("no VmHWM")
+    except OSError:
+        self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(self_kb, kids_kb) / 1024
 

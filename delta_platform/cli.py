@@ -60,8 +60,15 @@ def cmd_put(args: argparse.Namespace) -> int:
         existing = store.get_entry(entry.name)
         if existing and not args.reset_watermark:
             # Re-putting configuration must not rewind a table that has been loading.
-            for key in RUNTIME_ATTRIBUTES | {"startvalue"}:
-                if key in existing and (key != "startvalue" or existing.get("startvalueType")):
+            for key in RUNTIME_ATTRIBUTES:
+                if key in existing:
+                    item[key] = existing[key]
+            if existing.get("startvalueType"):
+                item["startvalue"] = existing.get("startvalue")
+        elif existing:
+            # A deliberate rewind: keep the recorded watermark so the next window shows as a reset.
+            for key in RUNTIME_ATTRIBUTES - {"startvalueType"}:
+                if key in existing:
                     item[key] = existing[key]
         store.put_entry(item)
         print(f"stored {entry.name}")

@@ -21,7 +21,7 @@ from delta_platform.control_entry import ControlEntry, NullPolicy
 from delta_platform.core.fence import Fence, FenceInputs, fence_high
 from delta_platform.core.plan import Mode, Plan, plan_window
 from delta_platform.core.watermark import Watermark
-from delta_platform.core.window import Window
+from delta_platform.core.window import Bound, Window
 from delta_platform.engine.base import Engine, EngineResult
 from delta_platform.errors import ControlEntryError, DeltaError, VerificationError
 from delta_platform.lake import Lake
@@ -156,9 +156,13 @@ class DeltaTask:
         recorded = Window.from_json(recorded_entry["window"]) if recorded_entry else None
         if recorded is not None and recorded.operator != entry.filter_operator:
             recorded = None  # the entry changed operator: the old window no longer applies
-        last = last_advance(self.store.ledger(entry.name))
-        last_window = Window.from_json(last["window"]) if last else None
-        older = bool(last) and _sort_key(partition) < (last.get("partitionStart") or last["partitionKey"])
+        last_window, older = None, False
+        mark = entry.raw.get("watermark")
+        if isinstance(mark, dict) and mark.get("type") == info.kind.value:
+            # O(1) state: the control item carries the last committed high and its inclusivity.
+            high = Bound(Watermark.parse(info.kind, mark["value"]), bool(mark.get("inclusive", True)))
+            last_window = Window(entry.filter_operator, None, high)
+            older = _sort_key(partition) < str(mark.get("partitionStart") or "")
         return plan_window(
             entry.filter_operator,
             start,
@@ -243,8 +247,19 @@ class DeltaTask:
                 "lastLoadRunId": run_id or None,
                 "lastNullCount": result.null_count,
             }
-            if advances:
-                changes.update({"startvalue": after, "startvalueType": info.kind.value})
+            if advances and window.high is not None:
+                changes.update(
+                    {
+                        "startvalue": after,
+                        "startvalueType": info.kind.value,
+                        "watermark": {
+                            **window.high.to_json(),
+                            "partitionKey": partition.key,
+                            "partitionStart": _sort_key(partition),
+                            "attemptId": attempt,
+                        },
+                    }
+                )
             expected = {"startvalue": entry.raw.get("startvalue")} if advances else {}
             holder.renew_if_due(force=True)
             self.store.set_intent(
@@ -347,6 +362,10 @@ class DeltaTask:
         lake: Lake,
     ) -> dict[str, Any]:
         previous = self.store.ledger_entry(entry.name, partition.key)
+        if plan.mode is Mode.REPLAY and previous:
+            # A replay reloads the recorded window; what that window did to the watermark stands.
+            advances = bool(previous.get("advanced"))
+            before, after = previous.get("watermarkBefore"), previous.get("watermarkAfter")
         part_dir = lake.partition_uri(entry.source_schema, entry.name, partition.key)
         return {
             "targetTableName": entry.name,
@@ -387,12 +406,6 @@ class _LeaseKeeper:
             self.lease = self.store.renew_lease(self.lease, self.ttl.total_seconds())
 
 
-def last_advance(ledger: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The newest ledger entry that moved the watermark; its high is the next window's low."""
-    advancing = [e for e in ledger if e.get("advanced")]
-    return max(advancing, key=lambda e: e.get("committedAt") or "") if advancing else None
-
-
 def _sort_key(partition: PartitionSpec) -> str:
     return partition.start.astimezone(UTC).isoformat() if partition.start else partition.key
 
@@ -401,4 +414,4 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-__all__ = ["DeltaTask", "LoadResult", "PartitionSpec", "DeltaError", "last_advance"]
+__all__ = ["DeltaTask", "LoadResult", "PartitionSpec", "DeltaError"]

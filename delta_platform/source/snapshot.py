@@ -6,6 +6,7 @@ dialects go through their DB-API driver and are assembled into Arrow column by c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -18,10 +19,13 @@ from delta_platform.source.catalog import conform
 from delta_platform.source.dialects import READER_APP, SourceDialect
 
 _PG_NUMERIC = psycopg.dialect(paramstyle="numeric_dollar")
+_PG_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?")  # pg_export_snapshot() output
 
 
 class Snapshot(Protocol):
     def scalar(self, stmt: sa.Select[Any]) -> Any: ...
+
+    def rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]: ...
 
     def stream(
         self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int
@@ -52,6 +56,13 @@ class AdbcSnapshot:
             cur.execute(sql, parameters=params)
             row = cur.fetchone()
         return row[0] if row else None
+
+    def rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
+        """A few small rows (chunk boundaries) as Python tuples."""
+        sql, params = self._compile(stmt)
+        with self.conn.cursor() as cur:
+            cur.execute(sql, parameters=params)
+            return [tuple(r) for r in cur.fetchall()]
 
     def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
         sql, params = self._compile(stmt)
@@ -93,6 +104,16 @@ class DbapiSnapshot:
             cur.close()
         return row[0] if row else None
 
+    def rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
+        """A few small rows (chunk boundaries) as Python tuples."""
+        sql, params = self._compile(stmt)
+        cur = self.raw.cursor()
+        try:
+            cur.execute(sql, params)
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            cur.close()
+
     def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
         sql, params = self._compile(stmt)
         cur = self.server_side_cursor(self.raw) if self.server_side_cursor else self.raw.cursor()
@@ -124,10 +145,21 @@ def adbc_uri(url: sa.URL) -> str:
 
 @contextmanager
 def open_snapshot(
-    engine: sa.Engine, dialect: SourceDialect, *, table: str, attach: dict[str, str] | None = None
+    engine: sa.Engine,
+    dialect: SourceDialect,
+    *,
+    table: str,
+    attach: dict[str, str] | None = None,
+    snapshot_id: str | None = None,
 ) -> Iterator[Snapshot]:
-    """Begin the window's snapshot; it is rolled back (read-only) when the block ends."""
+    """Begin the window's snapshot; it is rolled back (read-only) when the block ends.
+
+    `snapshot_id` (PostgreSQL only, from `pg_export_snapshot()`) makes this transaction see
+    exactly the exporting one's snapshot, so parallel readers agree with the leader's count.
+    """
     name = engine.dialect.name
+    if snapshot_id is not None and (name != "postgresql" or not _PG_SNAPSHOT_ID.fullmatch(snapshot_id)):
+        raise ValueError(f"cannot import snapshot {snapshot_id!r} on {name}")
     if name == "postgresql":
         import adbc_driver_postgresql.dbapi as pg
 
@@ -135,6 +167,8 @@ def open_snapshot(
         try:
             snap = AdbcSnapshot(conn, _PG_NUMERIC, table)
             snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if snapshot_id is not None:  # must precede the transaction's first query
+                snap.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
             snap.execute("SET LOCAL TIME ZONE 'UTC'")
             yield snap
         finally:

@@ -1,0 +1,415 @@
+"""The chunked engine: one large window read as key ranges over several connections in parallel.
+
+Chunks are ranges of the TOTAL order `(cursor, primary key...)`, so a tie group on the cursor is
+split by the key and every row lies in exactly one range: `t <= b1`, `b1 < t <= b2`, ...,
+`t > bk`; rows with a NULL in any key column go to one extra chunk. Boundaries are key tuples
+read inside the window's snapshot (ROW_NUMBER over the ordered keys).
+
+Consistency. PostgreSQL: a leader transaction exports its snapshot; it counts the window and
+every chunk connection imports that snapshot, so the count and all chunks are one snapshot.
+Other dialects: each chunk is read and counted in its own snapshot and the source count is
+the sum of the chunk counts. That is still exact for an incremental window because its high
+is fenced: every row with a cursor in the window was committed before the fence, and an update
+after it stamps the row beyond the high, which moves it to a later window; it cannot move from
+one chunk's range into another's. Static windows (no fence) are not chunked there.
+
+A failed chunk is retried alone (its partial files deleted first); finished chunks are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.fs as pafs
+import sqlalchemy as sa
+
+from delta_platform.core.window import Window
+from delta_platform.engine.base import EngineResult, Progress
+from delta_platform.engine.streaming import StreamingEngine, _prefetch
+from delta_platform.errors import EngineError
+from delta_platform.source.snapshot import Snapshot, open_snapshot
+
+if TYPE_CHECKING:
+    from delta_platform.lake import Lake, StagedFile, StagedWriter
+    from delta_platform.source import Source, TableInfo
+
+# Dialects that compare row values `(a, b) > (x, y)` (SQLite since 3.15); others get the OR form.
+ROW_VALUE_DIALECTS = frozenset({"postgresql", "mysql", "mariadb", "sqlite"})
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One key range: `low < keys <= high` (None = open end); `null_keys` is the NULL-key chunk."""
+
+    index: int
+    low: tuple[Any, ...] | None = None
+    high: tuple[Any, ...] | None = None
+    null_keys: bool = False
+    whole: bool = False  # the window unsplit (small window)
+
+    def describe(self) -> dict[str, str]:
+        if self.whole:
+            return {"range": "whole window"}
+        if self.null_keys:
+            return {"range": "a key column IS NULL"}
+        return {"low": _text(self.low), "high": _text(self.high)}
+
+
+@dataclass
+class ChunkResult:
+    chunk: Chunk
+    rows: int
+    count: int | None  # the chunk's own count (per-chunk snapshots), None when shared
+    staged: list[StagedFile]
+    seconds: float
+    attempts: int
+
+
+@dataclass
+class _Run:
+    """State shared by the chunk threads of one engine run."""
+
+    source: Source
+    info: TableInfo
+    window: Window
+    lake: Lake
+    attempt_id: str
+    snapshot_id: str | None  # PostgreSQL exported snapshot; None = one snapshot per chunk
+    keys: list[sa.ColumnElement[Any]]
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    rows: int = 0
+    files: dict[int, list[str]] = field(default_factory=dict)
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.rows += n
+
+
+class _Cancelled(Exception):
+    """Another chunk failed for good; this one stops at its next batch."""
+
+
+class ChunkedEngine:
+    """Splits a window on `(cursor, primary key)` and reads the chunks in parallel.
+
+    An entry selects it through `chunkRows` (ControlEntry.chunk_rows); the runtime's engine
+    factory passes `ChunkedEngine(min_rows_per_chunk=entry.chunk_rows)` for such entries.
+    Without a primary key, or for a small window, it reads like the streaming engine.
+    """
+
+    name = "chunked"
+    grid: timedelta | None = None
+
+    def __init__(
+        self,
+        chunks: int = 4,
+        workers: int = 2,
+        min_rows_per_chunk: int = 250_000,
+        retries: int = 2,
+        batch_rows: int = 256 * 1024,
+        row_group_rows: int = 512 * 1024,
+        queue_depth: int = 4,
+    ):
+        if chunks < 1 or workers < 1 or min_rows_per_chunk < 1 or retries < 0:
+            raise ValueError("need chunks >= 1, workers >= 1, min_rows_per_chunk >= 1, retries >= 0")
+        self.chunks = chunks
+        self.workers = workers
+        self.min_rows_per_chunk = min_rows_per_chunk
+        self.retries = retries
+        self.batch_rows = batch_rows
+        self.row_group_rows = row_group_rows
+        self.queue_depth = queue_depth
+
+    # -- hooks (tests inject failures and pauses here) ------------------------------------------
+    def _chunk_started(self, chunk: Chunk, attempt: int) -> None:
+        """Called in the chunk's thread once its snapshot is open, before its first query."""
+
+    def _chunk_batch(self, chunk: Chunk, attempt: int, rows: int) -> None:
+        """Called after each batch of a chunk is written, with the chunk's rows so far."""
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(
+        self,
+        source: Source,
+        info: TableInfo,
+        window: Window,
+        lake: Lake,
+        attempt_id: str,
+        *,
+        progress: Progress | None = None,
+    ) -> EngineResult:
+        started = time.monotonic()
+        entry = info.entry
+        shared = source.dialect_name == "postgresql"
+        streaming = StreamingEngine(self.batch_rows, self.row_group_rows, self.queue_depth)
+        if not entry.primary_key:
+            return _with_details(
+                streaming.run(source, info, window, lake, attempt_id, progress=progress),
+                {"chunked": "no primaryKey: one stream"},
+            )
+        if not shared and (not window.incremental or window.high is None):
+            return _with_details(
+                streaming.run(source, info, window, lake, attempt_id, progress=progress),
+                {"chunked": "static window without an exported snapshot: one stream"},
+            )
+        keys = [info.cursor, *(info.table.c[k] for k in entry.primary_key)]
+        with contextlib.ExitStack() as stack:
+            leader = stack.enter_context(
+                open_snapshot(
+                    source.engine, source.dialect, table=entry.target_table_name, attach=source.attach
+                )
+            )
+            snapshot_id = str(leader.scalar(sa.select(sa.func.pg_export_snapshot()))) if shared else None
+            run = _Run(source, info, window, lake, attempt_id, snapshot_id, keys)
+            source_count = int(leader.scalar(source.count_window(info, window)) or 0)
+            null_count = int(leader.scalar(source.count_nulls(info)) or 0) if window.incremental else 0
+            plan = self._plan(leader, run, source_count, shared)
+            if len(plan) == 1:  # small window: read it in the leader's snapshot, like streaming
+                results = [self._read_chunk(run, plan[0], leader)]
+                if progress:
+                    progress(run.rows)
+            else:
+                if not shared:
+                    stack.close()  # each chunk brings its own snapshot; release the planning one
+                results = self._read_all(run, plan, progress)
+                if not shared:
+                    source_count = sum(r.count or 0 for r in results)
+        rows = sum(r.rows for r in results)
+        staged = [f for r in sorted(results, key=lambda r: r.chunk.index) for f in r.staged]
+        details: dict[str, object] = {
+            "snapshot": "exported" if shared else "per chunk",
+            "workers": min(self.workers, len(plan)),
+            "chunks": [
+                {
+                    "index": r.chunk.index,
+                    "rows": r.rows,
+                    "ms": int(r.seconds * 1000),
+                    "attempts": r.attempts,
+                    **r.chunk.describe(),
+                }
+                for r in sorted(results, key=lambda r: r.chunk.index)
+            ],
+        }
+        return EngineResult(
+            self.name,
+            rows,
+            source_count,
+            null_count,
+            staged,
+            info.schema,
+            time.monotonic() - started,
+            details,
+        )
+
+    def _plan(self, leader: Snapshot, run: _Run, source_count: int, shared: bool) -> list[Chunk]:
+        """How many ranges, and their boundaries, chosen inside the leader's snapshot."""
+        null_chunk = self._needs_null_chunk(run.info, run.window)
+        null_keys = int(leader.scalar(self._count(run, Chunk(0, null_keys=True))) or 0) if null_chunk else 0
+        ordered = source_count - null_keys
+        k = max(1, min(self.chunks, ordered // self.min_rows_per_chunk))
+        if k == 1:
+            return [Chunk(0, whole=True)]
+        edges: list[tuple[Any, ...] | None] = [None, *self._boundaries(leader, run, ordered, k), None]
+        plan = [Chunk(i, edges[i], edges[i + 1]) for i in range(k)]
+        if null_chunk and (null_keys or not shared):  # per-chunk snapshots may see one appear
+            plan.append(Chunk(k, null_keys=True))
+        return plan
+
+    def _needs_null_chunk(self, info: TableInfo, window: Window) -> bool:
+        """A NULL key can only occur in a nullable primary-key column or a static window's cursor."""
+        pk_nullable = any(info.schema.field(k).nullable for k in info.entry.primary_key)
+        return pk_nullable or not window.incremental
+
+    # -- SQL -----------------------------------------------------------------------------------
+    def _condition(self, run: _Run, chunk: Chunk) -> sa.ColumnElement[bool]:
+        pred = run.source.predicate(run.info, run.window)
+        if chunk.whole:
+            return pred
+        if chunk.null_keys:
+            return sa.and_(pred, sa.or_(*(k.is_(None) for k in run.keys)))
+        parts = [pred, *(k.is_not(None) for k in run.keys)]
+        if chunk.low is not None:
+            parts.append(_above(run, chunk.low))
+        if chunk.high is not None:
+            parts.append(sa.not_(_above(run, chunk.high)))
+        return sa.and_(*parts)
+
+    def _count(self, run: _Run, chunk: Chunk) -> sa.Select[Any]:
+        return sa.select(sa.func.count()).select_from(run.info.table).where(self._condition(run, chunk))
+
+    def _select(self, run: _Run, chunk: Chunk) -> sa.Select[Any]:
+        return sa.select(*run.info.table.columns).where(self._condition(run, chunk))
+
+    def _boundaries(self, snap: Snapshot, run: _Run, ordered: int, k: int) -> list[tuple[Any, ...]]:
+        """The key tuples at row numbers n/k, 2n/k, ... of the ordered window (inclusive highs)."""
+        cols = [key.label(f"k{i}") for i, key in enumerate(run.keys)]
+        rn = sa.func.row_number().over(order_by=run.keys).label("rn")
+        inner = sa.select(*cols, rn).where(self._condition(run, Chunk(0))).subquery("ordered_keys")
+        picked = [inner.c[f"k{i}"] for i in range(len(run.keys))]
+        if run.source.dialect_name == "postgresql":  # as text, cast back when bound: exact for every type
+            picked = [sa.cast(c, sa.Text) for c in picked]
+        positions = sorted({max(1, ordered * i // k) for i in range(1, k)})
+        stmt = (
+            sa.select(*picked)
+            .where(inner.c.rn.in_([sa.literal_column(str(int(p))) for p in positions]))
+            .order_by(inner.c.rn)
+        )
+        return [tuple(row) for row in snap.rows(stmt)]
+
+    # -- reading -------------------------------------------------------------------------------
+    def _read_all(self, run: _Run, plan: list[Chunk], progress: Progress | None) -> list[ChunkResult]:
+        results: list[ChunkResult] = []
+        reported = -1
+        with ThreadPoolExecutor(
+            max_workers=min(self.workers, len(plan)), thread_name_prefix="delta-chunk"
+        ) as pool:
+            futures: list[Future[ChunkResult]] = [pool.submit(self._read_chunk, run, c, None) for c in plan]
+            pending = set(futures)
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                    if progress and run.rows != reported:
+                        reported = run.rows
+                        progress(reported)  # on the caller's thread: it renews the lease
+                    for f in done:
+                        if f.exception() is not None:
+                            raise f.exception()  # type: ignore[misc]
+                        results.append(f.result())
+            except BaseException as exc:
+                run.stop.set()
+                wait(pending)
+                for files in run.files.values():
+                    _delete(run.lake.filesystem, files)
+                run.lake.abandon(
+                    run.info.entry.source_schema, run.info.entry.target_table_name, run.attempt_id
+                )
+                if isinstance(exc, EngineError | KeyboardInterrupt | SystemExit):
+                    raise
+                raise EngineError(
+                    f"chunked read failed: {type(exc).__name__}: {exc}",
+                    table=run.info.entry.target_table_name,
+                ) from exc
+        return results
+
+    def _read_chunk(self, run: _Run, chunk: Chunk, leader: Snapshot | None) -> ChunkResult:
+        """Read one chunk, retrying it alone; its partial files go before each retry."""
+        table = run.info.entry.target_table_name
+        last: BaseException | None = None
+        for attempt in range(1 + self.retries):
+            if run.stop.is_set():
+                raise _Cancelled()
+            started = time.monotonic()
+            files = run.files.setdefault(chunk.index, [])
+            rows = 0
+            try:
+                with self._snapshot(run, leader) as snap:
+                    self._chunk_started(chunk, attempt)
+                    count = (
+                        None
+                        if run.snapshot_id or leader is not None
+                        else int(snap.scalar(self._count(run, chunk)) or 0)
+                    )
+                    batches = snap.stream(self._select(run, chunk), run.info.schema, self.batch_rows)
+                    with self._writer(run, files) as writer:
+                        for batch in _prefetch(batches, self.queue_depth):
+                            if run.stop.is_set():
+                                raise _Cancelled()
+                            writer.write_batch(batch)
+                            rows += batch.num_rows
+                            run.add(batch.num_rows)
+                            self._chunk_batch(chunk, attempt, rows)
+                        staged = writer.close()
+                if count is not None and rows != count:
+                    raise EngineError(
+                        f"chunk {chunk.index} read {rows} rows, its snapshot counted {count}", table=table
+                    )
+                return ChunkResult(chunk, rows, count, staged, time.monotonic() - started, attempt + 1)
+            except _Cancelled:
+                raise
+            except Exception as exc:  # retried alone; the other chunks keep their files
+                last = exc
+                run.add(-rows)
+                _delete(run.lake.filesystem, files)
+                files.clear()
+                if leader is not None:
+                    break  # the leader's snapshot may be unusable after an error
+        raise EngineError(
+            f"chunk {chunk.index} failed after {self.retries + 1} attempts: {type(last).__name__}: {last}",
+            table=table,
+        ) from last
+
+    @contextlib.contextmanager
+    def _snapshot(self, run: _Run, leader: Snapshot | None) -> Iterator[Snapshot]:
+        if leader is not None:
+            yield leader
+            return
+        with open_snapshot(
+            run.source.engine,
+            run.source.dialect,
+            table=run.info.entry.target_table_name,
+            attach=run.source.attach,
+            snapshot_id=run.snapshot_id,
+        ) as snap:
+            yield snap
+
+    def _writer(self, run: _Run, files: list[str]) -> StagedWriter:
+        """A lake writer whose file paths are recorded, so a failed chunk can delete just its own."""
+        entry = run.info.entry
+        writer = run.lake.open_writer(
+            entry.source_schema,
+            entry.target_table_name,
+            run.attempt_id,
+            run.info.schema,
+            row_group_rows=self.row_group_rows,
+        )
+        reserve: Callable[[], tuple[str, str]] = writer._reserve  # noqa: SLF001
+
+        def tracked() -> tuple[str, str]:
+            path, name = reserve()
+            files.append(path)
+            return path, name
+
+        writer._reserve = tracked  # noqa: SLF001
+        return writer
+
+
+def _above(run: _Run, bound: tuple[Any, ...]) -> sa.ColumnElement[bool]:
+    """`keys > bound` as a row-value comparison, or its expansion where row values are missing."""
+    values = [_bind(run, key, value) for key, value in zip(run.keys, bound, strict=True)]
+    if run.source.dialect_name in ROW_VALUE_DIALECTS:
+        return sa.tuple_(*run.keys) > sa.tuple_(*values)
+    terms = []
+    for i, key in enumerate(run.keys):
+        equal = [run.keys[j] == values[j] for j in range(i)]
+        terms.append(sa.and_(*equal, key > values[i]))
+    return sa.or_(*terms)
+
+
+def _bind(run: _Run, key: sa.ColumnElement[Any], value: Any) -> sa.ColumnElement[Any]:
+    if run.source.dialect_name == "postgresql":  # read as text in the snapshot, cast back exactly
+        return sa.cast(sa.literal(value, sa.Text), key.type)
+    return sa.literal(value, key.type)
+
+
+def _delete(fs: pafs.FileSystem, paths: list[str]) -> None:
+    for path in list(paths):
+        with contextlib.suppress(FileNotFoundError):
+            if fs.get_file_info(path).type == pafs.FileType.File:
+                fs.delete_file(path)
+
+
+def _text(bound: tuple[Any, ...] | None) -> str:
+    return "" if bound is None else "(" + ", ".join(str(v) for v in bound) + ")"
+
+
+def _with_details(result: EngineResult, details: dict[str, object]) -> EngineResult:
+    result.details = {**result.details, **details}
+    return result

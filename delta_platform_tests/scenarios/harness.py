@@ -6,9 +6,11 @@ per dialect; `Rig` builds the DeltaTask over a LocalStore and a local Lake in `t
 
 from __future__ import annotations
 
+import atexit
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +106,31 @@ def _bind_name(col: str) -> str:
     return "c_" + "".join(ch if ch.isalnum() else "_" for ch in col) + f"_{abs(hash(col)) % 10_000}"
 
 
+_PG_DB: dict[str, str] = {}
+
+
+def _pg_scenario_url(admin: sa.Engine) -> str:
+    """A database of our own on the PostgreSQL server, created once per test process.
+
+    The fence waits for open transactions of its own database only; a private database keeps
+    other users of a shared server (benchmarks, other suites) from stalling these scenarios.
+    """
+    if "url" not in _PG_DB:
+        name = f"delta_scen_{uuid.uuid4().hex[:8]}"
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        _PG_DB["url"] = sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+        def drop() -> None:
+            engine = sa.create_engine(PG_URL, poolclass=sa.pool.NullPool)
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            engine.dispose()
+
+        atexit.register(drop)
+    return _PG_DB["url"]
+
+
 def make_db(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Db:
     """Build the `Db` for one dialect, using the conftest fixtures for the servers."""
     if name == "sqlite":
@@ -114,8 +141,19 @@ def make_db(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Db:
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         return Db(name, url, "main", engine, path)
     if name == "postgresql":
-        schema = request.getfixturevalue("pg_schema")
-        return Db(name, PG_URL, schema, sa.create_engine(PG_URL, poolclass=sa.pool.NullPool))
+        url = _pg_scenario_url(request.getfixturevalue("pg_admin"))
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        schema = f"s_{uuid.uuid4().hex[:10]}"
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+
+        def drop() -> None:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+            engine.dispose()
+
+        request.addfinalizer(drop)
+        return Db(name, url, schema, engine)
     schema = request.getfixturevalue("mariadb_schema")
     return Db(name, MARIADB_URL, schema, sa.create_engine(MARIADB_URL, poolclass=sa.pool.NullPool))
 
@@ -165,7 +203,7 @@ class Rig:
             "sourceTable": table, "filtercolumn": column, "filteroperator": operator,
             "ouputs3Prefix": str(self.root / "lake"),
             # Bounded: a shared server may have other sessions' transactions open.
-            "maxTxnWaitSeconds": "5",
+            "maxTxnWaitSeconds": "10",
         }
         if start is not None:
             item["startvalue"] = start

@@ -12,7 +12,6 @@ import pytest
 import sqlalchemy as sa
 
 from delta_platform_tests.scenarios.harness import (  # noqa: F401
-    PG_URL,
     Db,
     Rig,
     db_fixture,
@@ -131,7 +130,7 @@ def test_session_time_zone_does_not_shift_the_bound(db: Db, tmp_path: Path,
     db.insert("t", rows)
     if db.name == "postgresql":
         role = request.getfixturevalue("pg_tz_role")
-        url = sa.make_url(PG_URL).set(username=role)
+        url = sa.make_url(db.url).set(username=role)
         with sa.create_engine(url, poolclass=sa.pool.NullPool).connect() as conn:
             assert conn.exec_driver_sql("SHOW timezone").scalar() == "Asia/Kolkata"
         shifted = Db(db.name, url.render_as_string(hide_password=False), db.schema, db.engine)

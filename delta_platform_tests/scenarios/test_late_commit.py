@@ -7,17 +7,8 @@ import pytest
 from delta_platform.errors import FenceError
 from delta_platform_tests.scenarios.harness import Db, OpenTxn, Rig, db_fixture, pairs, rig_fixture  # noqa: F401
 
-PG_STATS_SNAPSHOT_BUG = (
-    "core bug: dialects.PostgresDialect.drain polls pg_stat_activity inside ONE transaction of the "
-    "probe connection; PostgreSQL freezes pg_stat_activity per transaction (until "
-    "pg_stat_clear_snapshot() or commit), so a writer that commits during the wait is never seen "
-    "ending: the drain always times out (integer cursor -> FenceError, timestamp -> open_txn fallback)"
-)
-
-
-def _xfail_pg_wait(request: pytest.FixtureRequest, db: Db) -> None:
-    if db.name == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_STATS_SNAPSHOT_BUG))
+# Regression guard: the PostgreSQL drain once polled pg_stat_activity inside one transaction,
+# whose statistics snapshot never changes, so the fence never saw a writer end (found here).
 
 
 def _seq_table(db: Db) -> None:
@@ -37,9 +28,8 @@ def _notes(rig: Rig) -> list[str]:
     return sorted(r["note"] for r in rig.union("seq"))
 
 
-def test_sequence_late_commit_lands_once(rig: Rig, db: Db, request: pytest.FixtureRequest) -> None:
+def test_sequence_late_commit_lands_once(rig: Rig, db: Db) -> None:
     """The fence waits for the writer (or fences below it); the late row lands exactly once."""
-    _xfail_pg_wait(request, db)
     _seq_table(db)
     rig.entry("seq", "seq", "id", "0", maxTxnWaitSeconds="4")
     txn = _late(db)
@@ -89,11 +79,8 @@ def test_sequence_fence_timeout_fails_and_keeps_watermark(rig: Rig, db: Db) -> N
 
 
 @pytest.mark.parametrize("wait", ["waits", "times_out"])
-def test_timestamp_late_commit_lands_once(rig: Rig, db: Db, wait: str,
-                                          request: pytest.FixtureRequest) -> None:
+def test_timestamp_late_commit_lands_once(rig: Rig, db: Db, wait: str) -> None:
     """A row stamped by the database clock before T0 but committed after: exactly once."""
-    if wait == "waits":
-        _xfail_pg_wait(request, db)
     if db.name == "sqlite":
         pytest.skip("SQLite has one writer; covered by the sequence scenario")
     stamp = "TIMESTAMPTZ(6) DEFAULT now()" if db.name == "postgresql" else "DATETIME(6) DEFAULT NOW(6)"

@@ -117,17 +117,11 @@ def test_oracle_timestamp_and_static_predicates(ora: tuple[Source, sa.Table]) ->
     assert all(isinstance(v, Decimal) for v in params.values())
 
 
-ORACLE_CLOCK_BUG = (
-    "core bug: dialects.OracleDialect.clock() returns sa.func.sys_extract_utc(sa.func.systimestamp) "
-    "with systimestamp NOT called, so SQLAlchemy binds the Python _FunctionGenerator object as a "
-    "parameter (:sys_extract_utc_2); oracledb cannot bind it and every Oracle probe fails. Use "
-    "sa.func.sys_extract_utc(sa.literal_column('SYSTIMESTAMP'))"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=ORACLE_CLOCK_BUG)
 def test_oracle_probe_statement(ora: tuple[Source, sa.Table]) -> None:
-    """MAX(cursor) and the UTC clock in one statement; the clock is SQL, not a bound value."""
+    """MAX(cursor) and the UTC clock in one statement; the clock is SQL, not a bound value.
+
+    Regression guard (found here): the clock once bound the Python object `sa.func.systimestamp`.
+    """
     source, table = ora
     info = _info(source, table, "Id", Kind.INT)
     stmt = sa.select(sa.func.max(info.cursor), source.dialect.clock())

@@ -190,3 +190,55 @@ def test_engine_failure_mid_stream_leaves_nothing(rig: Rig, db: Db) -> None:
     assert rig.run("orders", "p1").rows == 50
     assert pairs(rig.union("orders"), "id") == [(i,) for i in range(1, 51)]
     assert rig.startvalue("orders") == "50"
+
+
+_CHILD = r"""
+import os, sys
+from datetime import timedelta
+from delta_platform.delta_task import DeltaTask, PartitionSpec
+from delta_platform.engine import StreamingEngine
+from delta_platform.lake import Lake
+from delta_platform.source import Source
+from delta_platform.store import LocalStore
+
+url, root, dialect = sys.argv[1:4]
+kwargs = {"connect_args": {"application_name": "delta_platform_scenarios"}} if dialect == "postgresql" else {}
+source = Source(url, **kwargs)
+store = LocalStore(os.path.join(root, "control.db"))
+lake = Lake(os.path.join(root, "lake"))
+task = DeltaTask(store, lambda e: source, lambda e: lake, lambda e: StreamingEngine(),
+                 owner="doomed", lease_ttl=timedelta(seconds=2))
+store.commit_window = lambda *a, **k: os._exit(137)  # the process dies after publish
+task.run("orders", PartitionSpec("p1"))
+os._exit(0)
+"""
+
+
+def test_killed_process_after_publish_is_rolled_forward(rig: Rig, db: Db) -> None:
+    """A real process death between publish and the watermark write: lease expires, rerun loads once."""
+    import subprocess
+    import sys
+    import time
+
+    _table(db, rig, 1, 40)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": repo}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, db.url, str(rig.root), db.name],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    assert rig.startvalue("orders") == "0"
+    assert rig.store.get_intent("orders") is not None
+    with pytest.raises(LeaseHeld):  # the dead worker's lease is still live
+        rig.run("orders", "p1")
+    time.sleep(2.2)
+    result = rig.run("orders", "p1")
+    assert result.recovered and "rolled forward" in result.recovered
+    assert rig.startvalue("orders") == "40"
+    assert pairs(rig.union("orders"), "id") == [(i,) for i in range(1, 41)]
+    manifest = rig.lake.read_manifest(db.schema, "orders", "p1")
+    assert manifest is not None
+    assert _partition_files(rig, "orders", "p1") == {f.name for f in manifest.files}
+    assert _staging_leftovers(rig, "orders") == []
+    _table(db, rig, 41, 45, create=False)
+    rig.run("orders", "p2")
+    assert pairs(rig.partition("orders", "p2"), "id") == [(i,) for i in range(41, 46)]

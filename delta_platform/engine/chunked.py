@@ -173,9 +173,7 @@ class ChunkedEngine:
             null_count = int(leader.scalar(source.count_nulls(info)) or 0) if window.incremental else 0
             plan = self._plan(leader, run, source_count, shared)
             if len(plan) == 1:  # small window: read it in the leader's snapshot, like streaming
-                results = [self._read_chunk(run, plan[0], leader)]
-                if progress:
-                    progress(run.rows)
+                results = [self._read_chunk(run, plan[0], leader, progress)]
             else:
                 if not shared:
                     stack.close()  # each chunk brings its own snapshot; release the planning one
@@ -299,8 +297,13 @@ class ChunkedEngine:
                 ) from exc
         return results
 
-    def _read_chunk(self, run: _Run, chunk: Chunk, leader: Snapshot | None) -> ChunkResult:
-        """Read one chunk, retrying it alone; its partial files go before each retry."""
+    def _read_chunk(
+        self, run: _Run, chunk: Chunk, leader: Snapshot | None, progress: Progress | None = None
+    ) -> ChunkResult:
+        """Read one chunk, retrying it alone; its partial files go before each retry.
+
+        `progress` only on the caller's thread (the leader's single chunk): it renews the lease.
+        """
         table = run.info.entry.target_table_name
         last: BaseException | None = None
         for attempt in range(1 + self.retries):
@@ -326,6 +329,8 @@ class ChunkedEngine:
                             rows += batch.num_rows
                             run.add(batch.num_rows)
                             self._chunk_batch(chunk, attempt, rows)
+                            if progress:
+                                progress(run.rows)
                         staged = writer.close()
                 if count is not None and rows != count:
                     raise EngineError(

@@ -280,3 +280,30 @@ def test_postgres_chunks_read_the_exported_snapshot(db: Db, source: Source, lake
     assert result.rows_read == result.source_count == 3000
     assert _sorted(got) == _sorted([(a, b, at, "orig") for a, b, at in rows])
     assert db.scalar(f"SELECT count(*) FROM {db.qualified('t')} WHERE val = 'changed'") == 2999
+
+
+def test_progress_reports_the_total_so_far(db: Db, source: Source, lake: Lake) -> None:
+    _create(db)
+    _insert(db, [(i, "k", T0 + timedelta(seconds=1 + i // 50)) for i in range(1, 3001)])
+    seen: list[int] = []
+    engine = ChunkedEngine(chunks=3, workers=3, min_rows_per_chunk=500, batch_rows=100)
+    result = engine.run(source, _info(db, source), WINDOW, lake, "attempt0002", progress=seen.append)
+    assert seen and seen == sorted(seen) and seen[-1] == result.rows_read == 3000
+
+
+def test_a_delta_task_publishes_the_chunks(db: Db, tmp_path: Path) -> None:
+    """Through DeltaTask: verification and publish accept the chunks' staged files as one window."""
+    from delta_platform_tests.scenarios.harness import Rig
+
+    rig = Rig(db, tmp_path, engine_for=lambda e: ChunkedEngine(chunks=3, min_rows_per_chunk=200))
+    try:
+        _create(db)
+        _insert(db, [(i, f"k{i % 3}", T0 + timedelta(seconds=i // 100)) for i in range(1, 1201)])
+        rig.entry("t", "t", "at", "2024-03-01 00:00:00", primaryKey="a, b")
+        loaded = rig.run("t", "p1")
+        assert loaded.engine == "chunked" and loaded.rows == loaded.source_count == 1200
+        assert sorted((r["a"], r["b"]) for r in rig.partition("t", "p1")) == sorted(
+            (i, f"k{i % 3}") for i in range(1, 1201)
+        )
+    finally:
+        rig.close()

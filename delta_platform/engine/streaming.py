@@ -27,7 +27,7 @@ class StreamingEngine:
     name = "streaming"
     grid: timedelta | None = None
 
-    def __init__(self, batch_rows: int = 256 * 1024, row_group_rows: int = 512 * 1024, queue_depth: int = 4):
+    def __init__(self, batch_rows: int = 256 * 1024, row_group_rows: int = 512 * 1024, queue_depth: int = 2):
         self.batch_rows = batch_rows
         self.row_group_rows = row_group_rows
         self.queue_depth = queue_depth

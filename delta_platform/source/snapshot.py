@@ -19,6 +19,15 @@ from delta_platform.source.catalog import conform
 from delta_platform.source.dialects import READER_APP, SourceDialect
 
 _PG_NUMERIC = psycopg.dialect(paramstyle="numeric_dollar")
+_SETTING = "delta_platform.p"
+_QUOTED = re.compile(r'("(?:[^"]|"")*")')
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        raise TypeError("a window bound cannot be NULL")
+    return value if isinstance(value, str) else str(value)
 _PG_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?")  # pg_export_snapshot() output
 
 
@@ -46,6 +55,22 @@ class AdbcSnapshot:
         ordered = tuple(params[k] for k in (compiled.positiontup or ()))
         return str(compiled), (ordered or None)
 
+    def _session_bound(self, sql: str, params: tuple[Any, ...]) -> tuple[str, None]:
+        """Move bound values into transaction-local settings so the query has no parameters.
+
+        ADBC PostgreSQL streams a result through COPY (batches, flat memory) only for queries
+        without parameters; with parameters it buffers the whole result. The values are still
+        bound (as parameters of set_config), never written into the SQL text.
+        """
+        with self.conn.cursor() as cur:
+            for i, value in enumerate(params, start=1):
+                cur.execute("SELECT set_config($1, $2, true)", parameters=(f"{_SETTING}{i}", _text(value)))
+                cur.fetchall()
+        parts = _QUOTED.split(sql)  # odd parts are the quoted identifiers themselves
+        for i in range(0, len(parts), 2):
+            parts[i] = _PLACEHOLDER.sub(lambda m: f"current_setting('{_SETTING}{m.group(1)}')", parts[i])
+        return "".join(parts), None
+
     def execute(self, sql: str) -> None:
         with self.conn.cursor() as cur:
             cur.execute(sql)
@@ -68,8 +93,10 @@ class AdbcSnapshot:
         sql, params = self._compile(stmt)
         cur = self.conn.cursor()
         try:
-            if "sqlite" in type(self.conn).__module__ or self.compile_dialect.name == "sqlite":
+            if self.compile_dialect.name == "sqlite":
                 cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            elif params:
+                sql, params = self._session_bound(sql, params)
             cur.execute(sql, parameters=params)
             reader = cur.fetch_record_batch()
             for batch in reader:

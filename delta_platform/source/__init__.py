@@ -51,6 +51,9 @@ class Source:
             # The reader uses ADBC's own SQLite; two SQLite libraries must never hold the same
             # file open at once in one process (their POSIX locks don't see each other).
             engine_kwargs.setdefault("poolclass", sa.pool.NullPool)
+        if sa.make_url(url).get_backend_name() == "postgresql":
+            # Our sessions only read; the fence skips them by this name (dialects.open_transactions).
+            engine_kwargs.setdefault("connect_args", {}).setdefault("application_name", "delta_platform")
         self.engine = sa.create_engine(url, **engine_kwargs)
         self.attach = dict(attach or {})
         if self.engine.dialect.name == "sqlite" and self.attach:

@@ -52,7 +52,7 @@ class SourceDialect:
     def drain(self, conn: sa.Connection, max_wait: float, poll: float = 0.2) -> Drain:
         """Wait (bounded) until every transaction open now has ended."""
         started = time.monotonic()
-        conn.rollback()  # each poll in a fresh transaction: PostgreSQL freezes pg_stat_activity per transaction
+        conn.rollback()  # poll in fresh transactions: PostgreSQL freezes pg_stat_activity per transaction
         at_start = self.open_transactions(conn)
         pending = dict(at_start)
         while pending:
@@ -110,8 +110,12 @@ class MySQLDialect(SourceDialect):
     def open_transactions(self, conn: sa.Connection) -> dict[Any, datetime | None]:
         rows = conn.execute(
             sa.text(
+                # Only transactions that have written or locked: AUTO_INCREMENT and NOW() values
+                # are assigned at statement time, so one that has not written yet can only add
+                # rows above MAX at T0. Consistent reads (other loads' probes) never block.
                 "SELECT trx_id, trx_started FROM information_schema.innodb_trx "
-                "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_is_read_only = 0"
+                "WHERE trx_mysql_thread_id <> CONNECTION_ID() AND trx_is_read_only = 0 "
+                "AND (trx_rows_modified > 0 OR trx_lock_structs > 0)"
             )
         ).all()
         return {r[0]: (r[1].replace(tzinfo=UTC) if r[1] else None) for r in rows}

@@ -286,6 +286,8 @@ class OpenTxn:
 
     def __init__(self, db: Db, sql: str, params: dict[str, Any] | None = None):
         self.db = db
+        self.first: Any = None  # the first statement's scalar result (server databases)
+        self.then: list[tuple[str, dict[str, Any]]] = []  # run just before the commit
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self.done = False
@@ -298,7 +300,8 @@ class OpenTxn:
             assert line == "ready", f"holder failed: {line!r}"
         else:
             self.conn = db.engine.connect()
-            self.conn.execute(sa.text(sql), params or {})
+            result = self.conn.execute(sa.text(sql), params or {})
+            self.first = result.scalar() if result.returns_rows else None
 
     def commit(self) -> None:
         with self._lock:
@@ -312,6 +315,8 @@ class OpenTxn:
                 assert self.proc.stdout.readline().strip() == "committed"
                 self.proc.wait(timeout=30)
             else:
+                for sql, params in self.then:
+                    self.conn.execute(sa.text(sql), params)
                 self.conn.commit()
                 self.conn.close()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from delta_platform.control_entry import ControlEntry
 from delta_platform.delta_task import DeltaTask
-from delta_platform.engine import Engine, StreamingEngine
+from delta_platform.engine import Engine, builtin_engine_for
 from delta_platform.errors import ControlEntryError
 from delta_platform.lake import Lake
 from delta_platform.source import Source
@@ -42,7 +42,7 @@ class Runtime:
     source_urls: dict[str, str]
     sqlite_attach: dict[str, str] = field(default_factory=dict)
     s3_endpoint_url: str | None = None
-    engine: Engine = field(default_factory=StreamingEngine)
+    engine: Engine | None = None  # None: the built-in engine each entry asks for
     _sources: dict[str, Source] = field(default_factory=dict, repr=False)
     _lakes: dict[str, Lake] = field(default_factory=dict, repr=False)
 
@@ -64,7 +64,7 @@ class Runtime:
         return self._lakes[entry.output_prefix]
 
     def engine_for(self, entry: ControlEntry) -> Engine:
-        return self.engine
+        return self.engine or builtin_engine_for(entry)
 
     def task(self) -> DeltaTask:
         return DeltaTask(self.store, self.source_for, self.lake_for, self.engine_for)

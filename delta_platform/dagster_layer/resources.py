@@ -12,7 +12,7 @@ from pydantic import Field
 
 from delta_platform.control_entry import ControlEntry
 from delta_platform.delta_task import DeltaTask
-from delta_platform.engine import Engine, StreamingEngine
+from delta_platform.engine import Engine, builtin_engine_for
 from delta_platform.lake import Lake
 from delta_platform.source import Source
 from delta_platform.store import ControlStore, store_from_uri
@@ -73,7 +73,7 @@ class DeltaPlatformResource(dg.ConfigurableResource):
                     f"table {entry.name} wants the dms engine but no DMS resource is configured "
                     f"(set {ENV_VAR}=aws)")
             return self.dms.engine()
-        return StreamingEngine()
+        return builtin_engine_for(entry)
 
     def delta_task(self) -> DeltaTask:
         """One task per run; sources are cached per name so a run reflects each table once."""

@@ -161,9 +161,8 @@ def make_db(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Db:
 def make_source(db: Db, **engine_kwargs: Any) -> Source:
     """The Source under test. On PostgreSQL its sessions are tagged like the platform's reader.
 
-    The fence ignores sessions named `delta_platform%`; the core's probe session is not tagged
-    (see the report), so untagged probes of concurrent loads on a shared server would stall each
-    other's fence. Tagging ours keeps this suite from stalling other users of the server.
+    The fence ignores sessions named `delta_platform%`; tagging every session of ours (the core
+    tags its probe since 63d6599) keeps this suite from stalling other users of a shared server.
     """
     if db.name == "postgresql":
         engine_kwargs.setdefault("connect_args", {"application_name": "delta_platform_scenarios"})

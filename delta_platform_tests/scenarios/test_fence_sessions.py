@@ -24,8 +24,9 @@ def pg_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
         d.engine.dispose()
 
 
+# Regression guard (found here, fixed in 63d6599):
 PROBE_BUG = (
-    "core bug: Source.probe (source/__init__.py) holds its session in a transaction from MAX() "
+    "was: Source.probe (source/__init__.py) holds its session in a transaction from MAX() "
     "through the whole bounded drain, and that session is indistinguishable from a writer: on "
     "PostgreSQL it has no application_name (only the ADBC snapshot is tagged 'delta_platform_reader', "
     "snapshot.adbc_uri, and PostgresDialect.open_transactions skips only 'delta_platform%'); on "
@@ -36,7 +37,6 @@ PROBE_BUG = (
 
 
 @pytest.mark.parametrize("name", ["postgresql", "mariadb"])
-@pytest.mark.xfail(strict=True, reason=PROBE_BUG)
 def test_concurrent_load_of_another_table_is_not_blocked_by_a_probe(
         name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Load A sits in its fence wait; load B of another table must not wait for A's probe."""

@@ -173,7 +173,11 @@ def test_window_after_crash_recovery_is_contiguous(rig: Rig, db: Db,
 
 
 def test_engine_failure_mid_stream_leaves_nothing(rig: Rig, db: Db) -> None:
-    """An engine dying after writing some rows: nothing visible, staging gone, watermark unchanged."""
+    """An engine dying after writing some rows: nothing visible, staging gone, watermark unchanged.
+
+    Regression guard (found here): on MariaDB with the mysqlclient reader, the abandoned streaming
+    result made the snapshot's rollback fail ("commands out of sync"), masking the real error.
+    """
     _table(db, rig, 1, 50)
     failing = FailingEngine()
     rig.task = rig.new_task(engine_for=lambda e: failing)

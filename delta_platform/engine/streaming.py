@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -86,6 +87,13 @@ def _prefetch(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.Reco
             q.put(_DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             q.put(exc)
+        finally:
+            # An abandoned reader must let go of its cursor here, before the snapshot closes its
+            # connection (mysqlclient refuses a rollback with unread rows: "commands out of sync").
+            close = getattr(batches, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
 
     thread = threading.Thread(target=pump, name="delta-fetch", daemon=True)
     thread.start()

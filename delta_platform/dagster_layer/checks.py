@@ -3,15 +3,17 @@ so re-running a check after someone tampered with either shows it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from delta_platform.control_entry import ControlEntry
 from delta_platform.core.window import Window
 from delta_platform.errors import DeltaError
-from delta_platform.lake import Lake
-from delta_platform.store import ControlStore
+
+if TYPE_CHECKING:  # run-time only: check specs are built without the lake or the store
+    from delta_platform.lake import Lake
+    from delta_platform.store import ControlStore
 
 ROW_COUNT = "row_count"
 WATERMARK = "watermark_monotonic"

@@ -1,23 +1,27 @@
 """The pure factory: control-table items -> Definitions (assets, checks, jobs, schedules)."""
 # No `from __future__ import annotations` here: Dagster inspects the asset function's annotations.
 
+# The engine, lake and pyarrow are imported inside the asset body: the code server only builds
+# definitions and must not pay for them (see benchmarks/dagster_overhead.py).
+
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from delta_platform.control_entry import ControlEntry
 from delta_platform.dagster_layer import checks
 from delta_platform.dagster_layer.metadata import PREVIEW_ROWS, load_metadata
 from delta_platform.dagster_layer.resources import DeltaPlatformResource
 from delta_platform.dagster_layer.translator import DeltaTranslator, op_name
-from delta_platform.delta_task import PartitionSpec
 from delta_platform.errors import DeltaError
-from delta_platform.lake import Lake
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from delta_platform.lake import Lake
 
 log = logging.getLogger("delta_platform")
 POOL = "delta_loads"
@@ -61,6 +65,8 @@ def load_asset(entry: ControlEntry, translator: DeltaTranslator, *, pool: str = 
     @dg.multi_asset(name=f"load_{op_name(entry)}", specs=[spec], check_specs=checks.check_specs(key),
                     pool=pool)
     def _load(context: dg.AssetExecutionContext, delta: DeltaPlatformResource):
+        from delta_platform.delta_task import PartitionSpec
+
         window = context.partition_time_window
         task = delta.delta_task()
         result = task.run(table, PartitionSpec(context.partition_key, window.start, window.end),
@@ -79,8 +85,11 @@ def load_asset(entry: ControlEntry, translator: DeltaTranslator, *, pool: str = 
     return _load
 
 
-def first_rows(lake: Lake, entry: ControlEntry, partition_key: str) -> pa.Table | None:
+def first_rows(lake: "Lake", entry: ControlEntry, partition_key: str) -> "pa.Table | None":
     """The preview reads one small batch of the first file, never the whole partition."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     manifest = lake.read_manifest(entry.source_schema, entry.name, partition_key)
     if manifest is None or not manifest.files:
         return None
@@ -103,8 +112,9 @@ def invalid_spec(bad: Invalid) -> dg.AssetSpec:
 def build_defs(items: Iterable[Mapping[str, Any]], translator: DeltaTranslator | None = None, *,
                resources: Mapping[str, Any] | None = None, pool: str = POOL,
                extra: Iterable[dg.Definitions] = ()) -> dg.Definitions:
-    """Assets + checks + one job and schedule per active table, source specs, invalid entries."""
-    from delta_platform.dagster_layer.schedules import load_job, load_schedule
+    """Assets + checks per active table, one fan-out schedule per cadence, source specs, invalid
+    entries. Pure: no store, source or network access, so 1,000 entries stay cheap to load."""
+    from delta_platform.dagster_layer.schedules import Target, load_schedules
     from delta_platform.dagster_layer.sensors import control_table_sensor, fingerprint, load_failure_notifier
 
     translator = translator or DeltaTranslator()
@@ -115,17 +125,16 @@ def build_defs(items: Iterable[Mapping[str, Any]], translator: DeltaTranslator |
     loaded |= {b.name: "invalid:" + fingerprint(by_name.get(b.name, {})) for b in parsed.invalid}
     assets: list[Any] = []
     sources: dict[dg.AssetKey, dg.AssetSpec] = {}
-    jobs, schedules = [], []
+    targets: list[tuple[ControlEntry, Target]] = []
     for entry in parsed.active:
         asset = load_asset(entry, translator, pool=pool)
         src = translator.get_source_spec(entry)
         sources.setdefault(src.key, src)
-        job = load_job(entry, asset)
         assets.append(asset)
-        jobs.append(job)
-        schedules.append(load_schedule(entry, job))
+        targets.append((entry, Target(entry.name, asset.key, asset.partitions_def)))
     assets += list(sources.values()) + [invalid_spec(b) for b in parsed.invalid]
-    sensors = [control_table_sensor(loaded, jobs), load_failure_notifier]
-    defs = dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
+    invalid = {b.name: b.message for b in parsed.invalid}
+    sensors = [control_table_sensor(loaded, {t.table: t for _, t in targets}), load_failure_notifier]
+    defs = dg.Definitions(assets=assets, schedules=load_schedules(targets, invalid=invalid), sensors=sensors,
                           resources=dict(resources or {}), executor=dg.in_process_executor)
     return dg.Definitions.merge(defs, *extra) if extra else defs

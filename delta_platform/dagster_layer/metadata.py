@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pyarrow as pa
 
-from delta_platform.delta_task import LoadResult
+if TYPE_CHECKING:  # run-time only: the code server never builds metadata
+    import pyarrow as pa
+
+    from delta_platform.delta_task import LoadResult
 
 PREVIEW_ROWS = 5
 

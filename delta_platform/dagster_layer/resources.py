@@ -5,17 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
 from delta_platform.control_entry import ControlEntry
-from delta_platform.delta_task import DeltaTask
-from delta_platform.engine import Engine, builtin_engine_for
-from delta_platform.lake import Lake
-from delta_platform.source import Source
-from delta_platform.store import ControlStore, store_from_uri
+
+if TYPE_CHECKING:  # imported where used: loading definitions must not import engines and drivers
+    from delta_platform.delta_task import DeltaTask
+    from delta_platform.engine import Engine
+    from delta_platform.lake import Lake
+    from delta_platform.source import Source
+    from delta_platform.store import ControlStore
 
 ENV_VAR = "DELTA_PLATFORM_ENV"
 ENV_PREFIX = "env:"
@@ -49,6 +51,8 @@ class DeltaPlatformResource(dg.ConfigurableResource):
     dms: dg.ConfigurableResource | None = None  # AWS mode: delta_platform.aws.resource.DmsResource
 
     def store(self) -> ControlStore:
+        from delta_platform.store import store_from_uri
+
         return store_from_uri(self.control_store)
 
     def source_urls(self) -> dict[str, str]:
@@ -60,12 +64,18 @@ class DeltaPlatformResource(dg.ConfigurableResource):
         if name not in urls:
             raise dg.DagsterInvariantViolationError(
                 f"control entry names source {name!r}; configured sources: {sorted(urls)}")
+        from delta_platform.source import Source
+
         return Source(_resolve(urls[name]), attach=self.sqlite_attach or None)
 
     def lake(self, prefix: str) -> Lake:
+        from delta_platform.lake import Lake
+
         return Lake(prefix, s3_endpoint_url=self.s3_endpoint_url, s3_region=self.s3_region)
 
     def engine_for(self, entry: ControlEntry) -> Engine:
+        from delta_platform.engine import builtin_engine_for
+
         choice = entry.engine or self.engine
         if choice == "dms":
             if self.dms is None:
@@ -77,6 +87,8 @@ class DeltaPlatformResource(dg.ConfigurableResource):
 
     def delta_task(self) -> DeltaTask:
         """One task per run; sources are cached per name so a run reflects each table once."""
+        from delta_platform.delta_task import DeltaTask
+
         cache: dict[str, Source] = {}
 
         def source_for(entry: ControlEntry) -> Source:

@@ -16,8 +16,7 @@ from delta_platform.control_entry import RUNTIME_ATTRIBUTES
 from delta_platform.dagster_layer.factory import parse_items
 from delta_platform.dagster_layer.notify import LogNotifier, Notifier, SnsNotifier, WebhookNotifier
 from delta_platform.dagster_layer.resources import DeltaPlatformResource
-from delta_platform.dagster_layer.schedules import job_name, last_complete_partition
-from delta_platform.dagster_layer.translator import partitions_for
+from delta_platform.dagster_layer.schedules import TABLE_TAG, Target, last_complete_partition
 
 WEBSERVER_VAR = "DELTA_PLATFORM_WEBSERVER"  # host:port of the webserver to ask for a reload
 LOCATION_NAME = "delta_platform"
@@ -46,11 +45,13 @@ def request_reload(location: str = LOCATION_NAME) -> str:
     return f"reload of {location} requested from {address}"
 
 
-def control_table_sensor(loaded: Mapping[str, str], jobs: list[dg.UnresolvedAssetJobDefinition],
+def control_table_sensor(loaded: Mapping[str, str], targets: Mapping[str, Target],
                          *, interval_seconds: int = 30) -> dg.SensorDefinition:
-    """`loaded` is {table: fingerprint} (active and invalid entries) the definitions were built from."""
+    """`loaded` is {table: fingerprint} (active and invalid entries) the definitions were built from;
+    `targets` the loadable tables. Initial loads run in the implicit asset job, one run per table."""
 
-    @dg.sensor(name="control_table_sensor", jobs=jobs or None, minimum_interval_seconds=interval_seconds,
+    @dg.sensor(name="control_table_sensor", asset_selection=dg.AssetSelection.assets(
+                   *(t.key for t in targets.values())), minimum_interval_seconds=interval_seconds,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Watches the control table: new, changed, deactivated and invalid entries; "
                            "starts a new table's initial load; reloads the code location.")
@@ -76,16 +77,16 @@ def control_table_sensor(loaded: Mapping[str, str], jobs: list[dg.UnresolvedAsse
             cursor["reloaded_for"] = digest
         started = set(cursor.get("started", []))
         requests = []
-        known_jobs = {j.name for j in jobs}
         for entry in parsed.active:
-            name = job_name(entry)
-            if entry.name in started or name not in known_jobs or store.last_committed(entry.name):
+            target = targets.get(entry.name)  # a table new since the last reload waits for the reload
+            if target is None or entry.name in started or store.last_committed(entry.name):
                 continue
-            key = last_complete_partition(partitions_for(entry), datetime.now(UTC))
+            key = last_complete_partition(target.partitions_def, datetime.now(UTC))
             if key is None:
                 continue
             context.log.info(f"starting the initial load of {entry.name}, partition {key}")
-            requests.append(dg.RunRequest(job_name=name, partition_key=key, run_key=f"initial:{entry.name}"))
+            requests.append(dg.RunRequest(asset_selection=[target.key], partition_key=key,
+                                          run_key=f"initial:{entry.name}", tags={TABLE_TAG: entry.name}))
             started.add(entry.name)
         cursor["started"] = sorted(started)
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
@@ -106,7 +107,8 @@ def notifier_for(delta: DeltaPlatformResource) -> Notifier:
                                    "line locally.")
 def load_failure_notifier(context: dg.RunFailureSensorContext, delta: DeltaPlatformResource) -> None:
     run = context.dagster_run
-    table = run.tags.get("delta_platform/table", "?")
+    selected = sorted(k.path[-1] for k in run.asset_selection or ())  # a run started from the UI
+    table = run.tags.get(TABLE_TAG) or ", ".join(selected) or "?"
     message = (f"table {table}, job {run.job_name}, run {run.run_id}, "
                f"partition {run.tags.get('dagster/partition', '-')}: {context.failure_event.message}")
     notifier_for(delta).notify(f"delta_platform load failed: {table}", message)

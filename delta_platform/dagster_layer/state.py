@@ -15,8 +15,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from delta_platform.store import store_from_uri
-
 log = logging.getLogger("delta_platform")
 HOME_VAR = "DELTA_PLATFORM_HOME"
 SNAPSHOT_NAME = "control_snapshot.json"
@@ -34,6 +32,8 @@ def in_run_worker() -> bool:
 
 def write_snapshot(store_uri: str, path: Path) -> list[dict[str, Any]]:
     """Scan the store and replace the snapshot atomically (readers never see half a file)."""
+    from delta_platform.store import store_from_uri  # run workers never scan: keep it off their imports
+
     items = sorted(store_from_uri(store_uri).scan_entries(), key=lambda i: str(i.get("targetTableName")))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".snapshot-")

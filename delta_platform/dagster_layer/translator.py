@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 
 import dagster as dg
 
@@ -27,7 +28,14 @@ def partitions_for(entry: ControlEntry) -> dg.TimeWindowPartitionsDefinition:
     fmt = "%Y-%m-%d-%H:%M" if entry.cadence is Cadence.HOURLY else "%Y-%m-%d"
     if entry.cadence is not Cadence.HOURLY:
         start = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    return _PARTITIONS[entry.cadence](start_date=start.strftime(fmt), timezone="UTC")
+    return _partitions(entry.cadence, start.strftime(fmt))
+
+
+@lru_cache(maxsize=4096)
+def _partitions(cadence: Cadence, start: str) -> dg.TimeWindowPartitionsDefinition:
+    """Shared per (cadence, start): tables onboarded together share one immutable definition, so
+    1,000 entries do not parse 1,000 start dates and crons, and Dagster compares them cheaply."""
+    return _PARTITIONS[cadence](start_date=start, timezone="UTC")
 
 
 def op_name(entry: ControlEntry) -> str:

@@ -7,13 +7,24 @@ used is a URI, so switching environments is configuration, not code.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from delta_platform.errors import StoreError
 from delta_platform.store.base import ControlStore, Lease
-from delta_platform.store.dynamodb import DynamoStore
 from delta_platform.store.local import LocalStore
+
+if TYPE_CHECKING:
+    from delta_platform.store.dynamodb import DynamoStore
+
+
+def __getattr__(name: str) -> Any:
+    """`DynamoStore` on first use: boto3 costs ~0.3 s of import, and local mode never needs it."""
+    if name == "DynamoStore":
+        from delta_platform.store.dynamodb import DynamoStore
+
+        return DynamoStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def store_from_uri(uri: str, **kwargs: Any) -> ControlStore:
@@ -28,6 +39,8 @@ def store_from_uri(uri: str, **kwargs: Any) -> ControlStore:
         unknown = set(query) - {"ledger", "region", "endpoint_url"}
         if unknown:
             raise StoreError(f"unknown dynamodb URI parameter(s): {sorted(unknown)}")
+        from delta_platform.store.dynamodb import DynamoStore
+
         return DynamoStore(
             parsed.netloc or "etlConfiguration",
             query.get("ledger", "etlLedger"),

@@ -89,15 +89,15 @@ def test_hourly_schedule_runs_previous_hour_one_run_per_table(platform: Platform
                  platform.entry("orders_changes", "updated_at", "2025-12-31 00:00:00"))
     defs = platform.defs()
     schedules = list(defs.schedules)
-    assert len(schedules) == 2
-    for schedule in schedules:
-        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-        resolved = defs.resolve_schedule_def(schedule.name)
-        ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 1, 2, 5, 10, tzinfo=UTC),
-                                        repository_def=defs.get_repository_def())
-        data = resolved.evaluate_tick(ctx)
-        assert [r.partition_key for r in data.run_requests] == ["2026-01-02-04:00"]
-        assert resolved.cron_schedule == "10 * * * *"
+    assert len(schedules) == 1  # one per cadence, not one per table
+    schedule = defs.resolve_schedule_def(schedules[0].name)
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.cron_schedule == "10 * * * *"
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 1, 2, 5, 10, tzinfo=UTC),
+                                    repository_def=defs.get_repository_def())
+    data = schedule.evaluate_tick(ctx)
+    assert sorted((r.asset_selection[0].path[-1], r.partition_key) for r in data.run_requests) == [
+        ("orders_changes", "2026-01-02-04:00"), ("orders_s3", "2026-01-02-04:00")]
 
 
 def test_dms_engine_plugs_in_as_a_nested_resource(platform: Platform) -> None:

@@ -25,12 +25,14 @@ def test_sensor_starts_initial_load_once_and_sees_changes(platform: Platform, mo
     platform.add(platform.entry("orders_s3", "row_id", "0"))
     defs = platform.defs()
     first = _tick(platform, defs)
-    assert [(r.job_name, r.run_key) for r in first.run_requests] == [
-        ("load_orders_s3_job", "initial:orders_s3")]
+    assert [(r.asset_selection, r.run_key, r.tags) for r in first.run_requests] == [
+        ([dg.AssetKey(["raw", "dwh", "orders_s3"])], "initial:orders_s3",
+         {"delta_platform/table": "orders_s3"})]
     assert first.run_requests[0].partition_key
     again = _tick(platform, defs, first.cursor)
     assert again.run_requests == []
-    # a new entry, an invalid one and a changed one: reported, reload asked once, no run for unknown jobs
+    # a new entry, an invalid one and a changed one: reported, reload asked once, no run for tables
+    # the definitions do not have yet
     platform.add(platform.entry("orders_new", "row_id", "0"),
                  {**platform.entry("broken", "row_id", "0"), "filteroperator": "nope"})
     platform.store.update_entry("orders_s3", {"partitionCadence": "daily"})

@@ -8,6 +8,7 @@ publish and the watermark commit — so the figure is what a user pays, not just
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,14 @@ from delta_platform.store import LocalStore
 SCHEMAS = {"postgres": "bench", "mariadb": "bench", "sqlite": "main"}
 
 
-def run_delta_platform(db: str, url: str, out_dir: str, low: Any, high: Any) -> PeerResult:
-    """Load `updated_at >= low` (fenced at MAX) of `orders` into `out_dir` and summarize it."""
+def run_delta_platform(
+    db: str, url: str, out_dir: str, low: Any, high: Any, on_loaded: Callable[[], None] | None = None
+) -> PeerResult:
+    """Load `updated_at >= low` (fenced at MAX) of `orders` into `out_dir` and summarize it.
+
+    `on_loaded` runs after the load, before the output is read back (memory_profile samples
+    the load's own peak there).
+    """
     with tempfile.TemporaryDirectory() as state:
         store = LocalStore(str(Path(state) / "control.db"))
         store.init()
@@ -40,4 +47,6 @@ def run_delta_platform(db: str, url: str, out_dir: str, low: Any, high: Any) -> 
         result = runtime.task().run("orders", PartitionSpec("bench"), run_id="bench")
         if result.rows != result.source_count:
             raise RuntimeError(f"count mismatch: {result.rows} != {result.source_count}")
+    if on_loaded is not None:
+        on_loaded()
     return summarize(out_dir)

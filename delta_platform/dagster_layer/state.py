@@ -37,8 +37,8 @@ def write_snapshot(store_uri: str, path: Path) -> list[dict[str, Any]]:
     items = sorted(store_from_uri(store_uri).scan_entries(), key=lambda i: str(i.get("targetTableName")))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".snapshot-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(items, fh, default=str, indent=1, sort_keys=True)
+    with os.fdopen(fd, "w") as fh:  # one line: without indent json uses its C encoder (1,000 entries)
+        fh.write(json.dumps(items, default=str, sort_keys=True))
     os.replace(tmp, path)
     return items
 

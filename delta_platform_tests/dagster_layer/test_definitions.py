@@ -111,3 +111,16 @@ def test_dms_engine_plugs_in_as_a_nested_resource(platform: Platform) -> None:
     with pytest.raises(dg.DagsterInvariantViolationError, match="no DMS resource"):
         delta.model_copy(update={"engine": "dms"}).engine_for(entry)
     assert delta.model_copy(update={"engine": "dms", "dms": FakeDms()}).engine_for(entry) == "dms-engine"
+
+
+def test_shared_signature_is_the_asset_functions_own(platform: Platform) -> None:
+    """`load_asset` hands Dagster a precomputed `__signature__`; it must match the real function."""
+    from delta_platform.dagster_layer import factory
+
+    entry = ControlEntry.from_item(platform.entry("orders_s3", "row_id", "0"))
+    fn = factory.load_asset(entry, DeltaTranslator()).op.compute_fn.decorated_fn
+    code = fn.__code__
+    assert list(code.co_varnames[:code.co_argcount]) == list(factory._LOAD_SIGNATURE.parameters)
+    assert {k: v for k, v in fn.__annotations__.items() if k != "return"} == {
+        name: p.annotation for name, p in factory._LOAD_SIGNATURE.parameters.items()}
+    assert fn.__signature__ is factory._LOAD_SIGNATURE

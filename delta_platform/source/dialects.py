@@ -94,8 +94,10 @@ class PostgresDialect(SourceDialect):
         return {(r[0], r[1]): r[1] for r in rows}
 
     def bind(self, mark: Watermark, column: sa.ColumnElement[Any]) -> Any:
-        # ADBC binds text; the cast gives the comparison the column's exact type.
-        return sa.cast(sa.literal(mark.encode(), sa.Text), column.type)
+        # ADBC binds text; the cast gives the comparison the column's exact type. Text to
+        # timestamp casts are only STABLE, so PostgreSQL would re-run them for every row of a
+        # scan; as a scalar subquery (an InitPlan) the cast runs once per query.
+        return sa.select(sa.cast(sa.literal(mark.encode(), sa.Text), column.type)).scalar_subquery()
 
 
 class MySQLDialect(SourceDialect):

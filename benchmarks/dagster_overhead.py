@@ -51,7 +51,7 @@ def build_store(home: Path, tables: int) -> None:
     for i in range(tables):
         store.put_entry({
             "targetTableName": f"table_{i:05d}", "activeflag": "true", "sourceSchema": "dwh",
-            "sourceTable": f"orders_{i % 50}", "filtercolumn": "updated_at", "filteroperator": "gte",
+            "sourceTable": f"orders_{i:05d}", "filtercolumn": "updated_at", "filteroperator": "gte",
             "startvalue": "2025-12-31 00:00:00", "ouputs3Prefix": str(home / "lake"),
             "partitionStart": (t0 + timedelta(hours=i % 720)).isoformat(),
         })

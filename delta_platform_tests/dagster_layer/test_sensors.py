@@ -7,6 +7,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
+import pytest
 
 from delta_platform.dagster_layer.notify import LogNotifier, SnsNotifier, WebhookNotifier
 from delta_platform.dagster_layer.sensors import notifier_for
@@ -73,7 +74,9 @@ def test_notifier_choice_and_webhook(platform: Platform) -> None:
     assert received == [{"subject": "load failed", "text": "load failed\ndetails"}]
 
 
-def test_run_failure_sensor_notifies(platform: Platform, monkeypatch) -> None:
+@pytest.mark.parametrize("tags", [{"delta_platform/table": "orders_s3"}, {}], ids=["scheduled", "from-ui"])
+def test_run_failure_sensor_notifies(platform: Platform, monkeypatch, tags: dict[str, str]) -> None:
+    """Scheduled runs carry the table tag; a run started from the UI is named by its asset selection."""
     from delta_platform.dagster_layer import sensors
 
     sent: list[tuple[str, str]] = []
@@ -83,9 +86,9 @@ def test_run_failure_sensor_notifies(platform: Platform, monkeypatch) -> None:
     defs = platform.defs()
     asset = next(a for a in defs.assets if isinstance(a, dg.AssetsDefinition))
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize([asset], partition_key="2026-01-01-00:00", resources=platform.resources,
-                                instance=instance, raise_on_error=False,
-                                tags={"delta_platform/table": "orders_s3"})
+        job = defs.resolve_implicit_global_asset_job_def()  # what the schedule and the UI launch
+        result = job.execute_in_process(partition_key="2026-01-01-00:00", asset_selection=[asset.key],
+                                        instance=instance, raise_on_error=False, tags=tags)
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
         with dg.build_run_status_sensor_context(

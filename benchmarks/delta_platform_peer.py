@@ -21,7 +21,13 @@ SCHEMAS = {"postgres": "bench", "mariadb": "bench", "sqlite": "main"}
 
 
 def run_delta_platform(
-    db: str, url: str, out_dir: str, low: Any, high: Any, on_loaded: Callable[[], None] | None = None
+    db: str,
+    url: str,
+    out_dir: str,
+    low: Any,
+    high: Any,
+    on_loaded: Callable[[], None] | None = None,
+    chunk_rows: int | None = None,
 ) -> PeerResult:
     """Load `updated_at >= low` (fenced at MAX) of `orders` into `out_dir` and summarize it.
 
@@ -41,6 +47,8 @@ def run_delta_platform(
                 "filteroperator": "gte",
                 "startvalue": str(low),
                 "ouputs3Prefix": out_dir,
+                # chunked engine: ranges of the primary key read over several connections
+                **({"chunkRows": str(chunk_rows), "primaryKey": "id"} if chunk_rows else {}),
             }
         )
         runtime = Runtime(store, {"default": url})

@@ -545,7 +545,18 @@ def _delta(ctx: Ctx) -> PeerResult:
     return run_delta_platform(ctx.db, ctx.url, ctx.out_dir, ctx.window.low, ctx.window.high)
 
 
+def _delta_chunked(ctx: Ctx) -> PeerResult:
+    from benchmarks.delta_platform_peer import run_delta_platform
+
+    return run_delta_platform(
+        ctx.db, ctx.url, ctx.out_dir, ctx.window.low, ctx.window.high, chunk_rows=250_000
+    )
+
+
 for _db in ("postgres", "mariadb", "sqlite"):
     REGISTRY[_db]["delta_platform"] = Peer(
         "delta_platform", _delta, ("benchmarks.delta_platform_peer", "delta_platform")
+    )
+    REGISTRY[_db]["delta_platform_chunked"] = Peer(
+        "delta_platform_chunked", _delta_chunked, ("benchmarks.delta_platform_peer", "delta_platform")
     )

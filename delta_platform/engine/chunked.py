@@ -5,6 +5,9 @@ split by the key and every row lies in exactly one range: `t <= b1`, `b1 < t <= 
 `t > bk`; rows with a NULL in any key column go to one extra chunk. Boundaries are key tuples
 read inside the window's snapshot (ROW_NUMBER over the ordered keys).
 
+A single integer primary key is a total order by itself: its chunks are equal-width value ranges
+found from MIN/MAX on the key's index, with no sort of the window.
+
 Consistency. PostgreSQL: a leader transaction exports its snapshot; it counts the window and
 every chunk connection imports that snapshot, so the count and all chunks are one snapshot.
 Other dialects: each chunk is read and counted in its own snapshot and the source count is
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import sqlalchemy as sa
 
@@ -160,7 +164,9 @@ class ChunkedEngine:
                 streaming.run(source, info, window, lake, attempt_id, progress=progress),
                 {"chunked": "static window without an exported snapshot: one stream"},
             )
-        keys = [info.cursor, *(info.table.c[k] for k in entry.primary_key)]
+        pk = [info.table.c[k] for k in entry.primary_key]
+        # A single integer key is a total order by itself: split it by value (cheap), not by rank.
+        keys = pk if _integer_key(info) else [info.cursor, *pk]
         with contextlib.ExitStack() as stack:
             leader = stack.enter_context(
                 open_snapshot(
@@ -215,7 +221,15 @@ class ChunkedEngine:
         k = max(1, min(self.chunks, ordered // self.min_rows_per_chunk))
         if k == 1:
             return [Chunk(0, whole=True)]
-        edges: list[tuple[Any, ...] | None] = [None, *self._boundaries(leader, run, ordered, k), None]
+        inner_edges = (
+            self._value_edges(leader, run, k)
+            if len(run.keys) == 1
+            else self._boundaries(leader, run, ordered, k)
+        )
+        k = len(inner_edges) + 1
+        if k == 1:
+            return [Chunk(0, whole=True)]
+        edges: list[tuple[Any, ...] | None] = [None, *inner_edges, None]
         plan = [Chunk(i, edges[i], edges[i + 1]) for i in range(k)]
         if null_chunk and (null_keys or not shared):  # per-chunk snapshots may see one appear
             plan.append(Chunk(k, null_keys=True))
@@ -245,6 +259,19 @@ class ChunkedEngine:
 
     def _select(self, run: _Run, chunk: Chunk) -> sa.Select[Any]:
         return sa.select(*run.info.table.columns).where(self._condition(run, chunk))
+
+    def _value_edges(self, snap: Snapshot, run: _Run, k: int) -> list[tuple[Any, ...]]:
+        """Equal-width ranges of an integer key from MIN/MAX on its index: no sort of the window.
+
+        Any partition of a unique key puts every row in exactly one chunk; sequential ids make
+        the ranges even for initial loads, which are the windows large enough to split.
+        """
+        (key,) = run.keys
+        low, high = snap.rows(sa.select(sa.func.min(key), sa.func.max(key)).select_from(run.info.table))[0]
+        if low is None or high is None:
+            return []
+        low, high = int(low), int(high)
+        return [(e,) for e in sorted({low + (high - low) * i // k for i in range(1, k)}) if low <= e < high]
 
     def _boundaries(self, snap: Snapshot, run: _Run, ordered: int, k: int) -> list[tuple[Any, ...]]:
         """The key tuples at row numbers n/k, 2n/k, ... of the ordered window (inclusive highs)."""
@@ -400,8 +427,14 @@ def _above(run: _Run, bound: tuple[Any, ...]) -> sa.ColumnElement[bool]:
 
 def _bind(run: _Run, key: sa.ColumnElement[Any], value: Any) -> sa.ColumnElement[Any]:
     if run.source.dialect_name == "postgresql":  # read as text in the snapshot, cast back exactly
-        return sa.cast(sa.literal(value, sa.Text), key.type)
+        # once per query (a scalar subquery), not once per row: text casts are only STABLE
+        return sa.select(sa.cast(sa.literal(str(value), sa.Text), key.type)).scalar_subquery()
     return sa.literal(value, key.type)
+
+
+def _integer_key(info: TableInfo) -> bool:
+    keys = info.entry.primary_key
+    return len(keys) == 1 and pa.types.is_integer(info.schema.field(keys[0]).type)
 
 
 def _delete(fs: pafs.FileSystem, paths: list[str]) -> None:

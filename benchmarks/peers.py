@@ -553,10 +553,23 @@ def _delta_chunked(ctx: Ctx) -> PeerResult:
     )
 
 
+# Imports excluded from the clock, as for every peer: the modules a delta_platform load uses,
+# including the drivers and SQLAlchemy dialects it would otherwise import lazily mid-run.
+_DELTA_IMPORTS = (
+    "benchmarks.delta_platform_peer",
+    "delta_platform.delta_task",
+    "delta_platform.engine",
+    "delta_platform.lake",
+    "delta_platform.source",
+    "pyarrow.parquet",
+    "pyarrow.dataset",
+)
+_DRIVERS = {
+    "postgres": ("psycopg", "sqlalchemy.dialects.postgresql.psycopg", "adbc_driver_postgresql.dbapi"),
+    "mariadb": ("pymysql", "sqlalchemy.dialects.mysql.pymysql"),
+    "sqlite": ("sqlite3", "sqlalchemy.dialects.sqlite.pysqlite", "adbc_driver_sqlite.dbapi"),
+}
 for _db in ("postgres", "mariadb", "sqlite"):
-    REGISTRY[_db]["delta_platform"] = Peer(
-        "delta_platform", _delta, ("benchmarks.delta_platform_peer", "delta_platform")
-    )
-    REGISTRY[_db]["delta_platform_chunked"] = Peer(
-        "delta_platform_chunked", _delta_chunked, ("benchmarks.delta_platform_peer", "delta_platform")
-    )
+    _imports = (*_DELTA_IMPORTS, *_DRIVERS[_db])
+    REGISTRY[_db]["delta_platform"] = Peer("delta_platform", _delta, _imports)
+    REGISTRY[_db]["delta_platform_chunked"] = Peer("delta_platform_chunked", _delta_chunked, _imports)

@@ -105,10 +105,8 @@ def test_second_concurrent_load_is_refused(rig: Rig, db: Db) -> None:
     assert pairs(rig.union("orders"), "id") == [(i,) for i in range(1, 101)]
 
 
-def test_crash_between_publish_and_commit_rolls_forward(rig: Rig, db: Db,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Killed after the manifest, before the watermark write: the rerun loads the window once."""
-    _table(db, rig, 1, 60)
+def _crash_before_first_commit(rig: Rig, monkeypatch: pytest.MonkeyPatch, partition: str) -> None:
+    """Run `partition` and kill it after publish, before the watermark write (the first commit)."""
     real_commit = rig.store.commit_window
     calls = {"n": 0}
 
@@ -120,7 +118,14 @@ def test_crash_between_publish_and_commit_rolls_forward(rig: Rig, db: Db,
 
     monkeypatch.setattr(rig.store, "commit_window", dying_commit)
     with pytest.raises(KeyboardInterrupt):
-        rig.run("orders", "p1")
+        rig.run("orders", partition)
+
+
+def test_crash_between_publish_and_commit_rolls_forward(rig: Rig, db: Db,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the manifest, before the watermark write: the rerun loads the window once."""
+    _table(db, rig, 1, 60)
+    _crash_before_first_commit(rig, monkeypatch, "p1")
     assert rig.startvalue("orders") == "0"
     assert rig.store.ledger("orders") == []
     assert rig.store.get_intent("orders") is not None
@@ -139,31 +144,15 @@ def test_crash_between_publish_and_commit_rolls_forward(rig: Rig, db: Db,
 
 # Found by this suite (regression guard): a replay used to overwrite the ledger entry that
 # advanced the watermark, so the next window re-included the old high.
-REPLAY_LEDGER_BUG = (
-    "core bug: delta_task.DeltaTask._ledger_entry writes advanced=False for a replay and the store "
-    "keeps one ledger row per (table, partition), so replaying the newest committed partition "
-    "overwrites the entry that advanced the watermark; last_advance() then finds nothing and "
-    "plan_window() plans the next window as FIRST [startvalue, H] with an INCLUSIVE low: the "
-    "boundary row (id = old high) is loaded twice"
-)
+# (the bug: a replay overwrote that entry with advanced=False and the next window was planned
+# as FIRST with an inclusive low, loading the old high twice).
 
 
 def test_window_after_crash_recovery_is_contiguous(rig: Rig, db: Db,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """After the roll-forward rerun (a replay of p1), the next window starts strictly after 60."""
     _table(db, rig, 1, 60)
-    real_commit = rig.store.commit_window
-    calls = {"n": 0}
-
-    def dying_commit(*args: Any, **kwargs: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt("killed between publish and the watermark write")
-        real_commit(*args, **kwargs)
-
-    monkeypatch.setattr(rig.store, "commit_window", dying_commit)
-    with pytest.raises(KeyboardInterrupt):
-        rig.run("orders", "p1")
+    _crash_before_first_commit(rig, monkeypatch, "p1")
     rig.task = rig.new_task(owner="worker-b")
     rig.run("orders", "p1")
     _table(db, rig, 61, 70, create=False)

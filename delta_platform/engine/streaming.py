@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import queue
 import threading
 import time
@@ -28,7 +30,9 @@ class StreamingEngine:
     name = "streaming"
     grid: timedelta | None = None
 
-    def __init__(self, batch_rows: int = 256 * 1024, row_group_rows: int = 512 * 1024, queue_depth: int = 2):
+    # 256k-row groups: the writer holds a row group's raw batches plus its encoding buffers, so
+    # 512k rows cost ~40 MB more peak RSS for no reader benefit (still >= 128k rows a group).
+    def __init__(self, batch_rows: int = 256 * 1024, row_group_rows: int = 256 * 1024, queue_depth: int = 2):
         self.batch_rows = batch_rows
         self.row_group_rows = row_group_rows
         self.queue_depth = queue_depth
@@ -44,6 +48,7 @@ class StreamingEngine:
         progress: Progress | None = None,
     ) -> EngineResult:
         started = time.monotonic()
+        _cap_malloc_retention()
         entry = info.entry
         with source.snapshot(info) as snap:
             source_count = int(snap.scalar(source.count_window(info, window)) or 0)
@@ -66,6 +71,31 @@ class StreamingEngine:
         return EngineResult(
             self.name, rows, source_count, null_count, staged, info.schema, time.monotonic() - started
         )
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_malloc_capped = False
+
+
+def _cap_malloc_retention(threshold: int = 1 << 20) -> None:
+    """Make glibc give multi-MB driver buffers back instead of keeping them in its heaps.
+
+    The driver's COPY batches are malloc'd on the fetch thread and freed on the writer's; with
+    glibc's dynamic mmap threshold they land in heaps whose free space stays resident, and peak
+    RSS crept up with the window (348 MB at 5M rows). A fixed 1 MB mmap/trim threshold measured
+    -25 MB at 5M rows at no speed cost. No-op off glibc; set once per process.
+    """
+    global _malloc_capped
+    if _malloc_capped:
+        return
+    _malloc_capped = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, threshold)
+    mallopt(_M_TRIM_THRESHOLD, threshold)
 
 
 def _prefetch(batches: Iterator[pa.RecordBatch], depth: int) -> Iterator[pa.RecordBatch]:

@@ -25,6 +25,8 @@ from delta_platform.source.dialects import READER_APP, SourceDialect
 
 _PG_NUMERIC = psycopg.dialect(paramstyle="numeric_dollar")
 _SETTING = "delta_platform.p"
+_PG_BATCH_HINT = "adbc.postgresql.batch_size_hint_bytes"
+_PG_BATCH_BYTES = 4 * 1024 * 1024
 _QUOTED = re.compile(r'("(?:[^"]|"")*")')
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -111,8 +113,13 @@ class AdbcSnapshot:
         try:
             if self.compile_dialect.name == "sqlite":
                 cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
-            elif params:
-                sql, params = self._session_bound(sql, params)
+            else:
+                # COPY batches of ~4 MB instead of the driver's 16 MB: the fetch thread, the
+                # queue and the row-group buffer then hold smaller pieces that glibc can reuse
+                # (measured: lower, flatter peak RSS at no cost in speed).
+                cur.adbc_statement.set_options(**{_PG_BATCH_HINT: str(_PG_BATCH_BYTES)})
+                if params:
+                    sql, params = self._session_bound(sql, params)
             cur.execute(sql, parameters=params)
             reader = cur.fetch_record_batch()
             for batch in reader:

@@ -19,7 +19,7 @@ from delta_platform.engine.base import EngineResult, Progress
 
 if TYPE_CHECKING:
     from delta_platform.lake import Lake
-    from delta_platform.source import Source, TableInfo
+    from delta_platform.source import Snapshot, Source, TableInfo
 
 _DONE = object()
 
@@ -53,7 +53,13 @@ class StreamingEngine:
         with source.snapshot(info) as snap:
             source_count = int(snap.scalar(source.count_window(info, window)) or 0)
             null_count = int(snap.scalar(source.count_nulls(info)) or 0) if window.incremental else 0
-            batches = snap.stream(source.select_window(info, window), info.schema, self.batch_rows)
+            scan = _sqlite_table_scan(source, snap, info, source_count)
+            select = (
+                source.select_window(info, window, table_scan=True)
+                if scan
+                else source.select_window(info, window)
+            )
+            batches = snap.stream(select, info.schema, self.batch_rows)
             with lake.open_writer(
                 entry.source_schema,
                 entry.target_table_name,
@@ -71,6 +77,24 @@ class StreamingEngine:
         return EngineResult(
             self.name, rows, source_count, null_count, staged, info.schema, time.monotonic() - started
         )
+
+
+#: SQLite reads a window by a table scan once it holds this share of the table's rows or more.
+#: Measured on 1M rows whose index order follows the table's (the index's best case): index
+#: 0.21 s vs scan 0.22 s at 28%, 0.41 vs 0.35 at 51%, 0.79 vs 0.57 at 100%.
+SQLITE_SCAN_SHARE = 1 / 3
+
+
+def _sqlite_table_scan(source: Source, snap: Snapshot, info: TableInfo, window_rows: int) -> bool:
+    """True when a SQLite window covers enough of its table that scanning beats the index.
+
+    Decided from the window's count already taken in the snapshot and the table's count(*)
+    (~16 ms per million rows off the smallest b-tree), in the same snapshot.
+    """
+    if source.dialect_name != "sqlite" or window_rows == 0:
+        return False
+    table_rows = int(snap.scalar(source.count_table(info)) or 0)
+    return window_rows >= table_rows * SQLITE_SCAN_SHARE
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

@@ -133,11 +133,24 @@ class Source:
     def predicate(self, info: TableInfo, window: Window) -> sa.ColumnElement[bool]:
         return sql_predicate(info.cursor, window, lambda mark: self.dialect.bind(mark, info.cursor))
 
-    def select_window(self, info: TableInfo, window: Window) -> sa.Select[Any]:
-        return sa.select(*info.table.columns).where(self.predicate(info, window))
+    def select_window(self, info: TableInfo, window: Window, *, table_scan: bool = False) -> sa.Select[Any]:
+        """The window's rows; `table_scan` asks SQLite to read the table itself (`NOT INDEXED`).
+
+        SQLite walks the cursor's index even for a window covering the table, one table lookup
+        per row (1.2-2.2x slower than the scan); the hint changes the plan, never the rows.
+        Other dialects ignore it.
+        """
+        stmt = sa.select(*info.table.columns).where(self.predicate(info, window))
+        if table_scan:
+            stmt = stmt.with_hint(info.table, "NOT INDEXED", dialect_name="sqlite")
+        return stmt
 
     def count_window(self, info: TableInfo, window: Window) -> sa.Select[Any]:
         return sa.select(sa.func.count()).select_from(info.table).where(self.predicate(info, window))
+
+    def count_table(self, info: TableInfo) -> sa.Select[Any]:
+        """All rows of the table (SQLite counts them off its smallest b-tree)."""
+        return sa.select(sa.func.count()).select_from(info.table)
 
     def count_nulls(self, info: TableInfo) -> sa.Select[Any]:
         return sa.select(sa.func.count()).select_from(info.table).where(info.cursor.is_(None))

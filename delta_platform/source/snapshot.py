@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import psycopg
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 
 from delta_platform.source import mysql_packed
 from delta_platform.source.catalog import conform
@@ -49,6 +50,13 @@ MYSQL_PACKED = os.environ.get("DELTA_PLATFORM_MYSQL_PACKED", "1") != "0"
 MYSQL_PACKED_ROWS = 65536
 
 
+class _SQLiteHintCompiler(SQLiteCompiler):
+    """SQLite's compiler, also rendering table hints (`FROM t NOT INDEXED`), which it drops."""
+
+    def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+        return text
+
+
 class Snapshot(Protocol):
     def scalar(self, stmt: sa.Select[Any]) -> Any: ...
 
@@ -68,7 +76,10 @@ class AdbcSnapshot:
         self.table = table
 
     def _compile(self, stmt: sa.Select[Any]) -> tuple[str, tuple[Any, ...] | None]:
-        compiled = stmt.compile(dialect=self.compile_dialect)
+        if self.compile_dialect.name == "sqlite":
+            compiled: sa.sql.compiler.SQLCompiler = _SQLiteHintCompiler(self.compile_dialect, stmt)
+        else:
+            compiled = stmt.compile(dialect=self.compile_dialect)  # type: ignore[assignment]
         params = compiled.construct_params()
         ordered = tuple(params[k] for k in (compiled.positiontup or ()))
         return str(compiled), (ordered or None)

@@ -4,10 +4,19 @@ Order (DESIGN §3): lease → recover an interrupted publish → plan → fence 
 into attempt-scoped staging → verify counts → record the intent → publish the manifest →
 one conditional write commits the ledger entry and advances `startvalue` → release the lease.
 A failure anywhere before the commit leaves the watermark where it was.
+
+Resumable chunked loads: before a resumable engine (ChunkedEngine) reads, a `resume` intent
+records the attempt and its fenced window; the engine checkpoints finished chunks in that
+attempt's staging. If the read fails or the process dies, the staging and the intent stay, and
+the next run of the same partition whose planned window still starts where the recorded one
+does reuses the attempt and the recorded window (high included, no new fence): only the
+unfinished chunks are read. A record that no longer matches the entry (startvalue or operator
+changed) is discarded with its staging. Nothing is visible before the manifest either way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -23,6 +32,7 @@ from delta_platform.core.plan import Mode, Plan, plan_window
 from delta_platform.core.watermark import Watermark
 from delta_platform.core.window import Bound, Window
 from delta_platform.engine.base import Engine, EngineResult
+from delta_platform.engine.chunked import CHECKPOINT
 from delta_platform.errors import ControlEntryError, DeltaError, VerificationError
 from delta_platform.lake import Lake
 from delta_platform.manifest import Manifest, ManifestFile, schema_to_json
@@ -121,7 +131,17 @@ class DeltaTask:
         lake = self.lake_for(entry)
         intent = self.store.get_intent(entry.name)
         note = None
-        if intent is not None:
+        keep: list[str] = []
+        if intent is not None and "resume" in intent:
+            # A chunked read that stopped part-way: keep its checkpoint while it still applies.
+            if _resume_applies(entry, intent):
+                keep.append(intent["attemptId"])
+            else:
+                lake.abandon(entry.source_schema, entry.name, intent["attemptId"])
+                self.store.clear_intent(holder.lease)
+                note = f"discarded the chunk checkpoint of attempt {intent['attemptId']}: entry changed"
+                log.warning("table %s: %s", entry.name, note)
+        elif intent is not None:
             manifest = lake.complete_publish(
                 entry.source_schema, entry.name, intent["partitionKey"], intent["attemptId"]
             )
@@ -137,7 +157,7 @@ class DeltaTask:
                 self.store.clear_intent(holder.lease)
                 note = f"discarded unpublished attempt {intent['attemptId']}"
             log.warning("table %s: %s", entry.name, note)
-        lake.cleanup_staging(entry.source_schema, entry.name)
+        lake.cleanup_staging(entry.source_schema, entry.name, keep=keep)
         return note
 
     def plan(self, entry: ControlEntry, info: TableInfo, partition: PartitionSpec) -> Plan:
@@ -186,7 +206,12 @@ class DeltaTask:
         info = source.describe(entry)
         plan = self.plan(entry, info, partition)
         window, fence = plan.window, None
-        if plan.needs_fence:
+        # A resumable engine checkpoints fenced windows; a matching record is resumed as is.
+        checkpoint = bool(getattr(engine, "resumable", False)) and plan.needs_fence
+        resume = self._resume_record(entry, partition, plan) if checkpoint else None
+        if resume is not None:
+            window = Window.from_json(resume["resume"]["window"])  # the recorded high: no new fence
+        elif plan.needs_fence:
             probe = source.probe(info, max_wait=entry.max_txn_wait)
             temporal_end = partition.end if info.kind.is_temporal else None
             fence = fence_high(
@@ -206,7 +231,8 @@ class DeltaTask:
                 )
             )
             window = window.with_high(fence.high)
-        attempt = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        attempt = resume["attemptId"] if resume else f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        checkpoint = checkpoint and not window.empty
         last_report = [time.monotonic()]
 
         def progress(rows: int) -> None:
@@ -216,8 +242,28 @@ class DeltaTask:
                 elapsed = max(time.monotonic() - t0, 1e-9)
                 log_progress(f"{entry.name}: {rows:,} rows so far ({rows / elapsed:,.0f} rows/s)")
 
+        phase = "read"
         try:
-            result = engine.run(source, info, window, lake, attempt, progress=progress)
+            extra: dict[str, Any] = {}
+            if checkpoint:
+                extra["checkpoint"] = True
+                if resume is None:
+                    self.store.set_intent(
+                        holder.lease,
+                        {
+                            "attemptId": attempt,
+                            "partitionKey": partition.key,
+                            "resume": {
+                                "window": window.to_json(),
+                                "fence": fence.to_json() if fence else None,
+                                "startvalue": entry.raw.get("startvalue"),
+                                "operator": entry.filter_operator.value,
+                                "engine": engine.name,
+                            },
+                        },
+                    )
+            result = engine.run(source, info, window, lake, attempt, progress=progress, **extra)
+            phase = "verify"
             warnings = self._verify(entry, lake, result)
             manifest = self._manifest(entry, partition, attempt, window, result, started_at)
             before = entry.start_value
@@ -239,6 +285,9 @@ class DeltaTask:
                 advances,
                 lake,
             )
+            if resume is not None:  # the fence that set the recorded high, not a new one
+                ledger_entry["fence"] = resume["resume"].get("fence")
+                ledger_entry["resumed"] = True
             changes: dict[str, Any] = {
                 "lastLoadStatus": "succeeded",
                 "lastLoadRows": result.rows_read,
@@ -262,6 +311,7 @@ class DeltaTask:
                 )
             expected = {"startvalue": entry.raw.get("startvalue")} if advances else {}
             holder.renew_if_due(force=True)
+            phase = "publish"
             self.store.set_intent(
                 holder.lease,
                 {
@@ -275,7 +325,20 @@ class DeltaTask:
             lake.publish(manifest)
             self.store.commit_window(holder.lease, ledger_entry, entry_changes=changes, expected=expected)
         except BaseException:
+            if (
+                checkpoint
+                and phase == "read"
+                and lake.read_staged_json(entry.source_schema, entry.name, attempt, CHECKPOINT) is not None
+            ):
+                # Finished chunks and their checkpoint stay (invisible) for the next run to resume.
+                log.warning(
+                    "table %s: chunked read of attempt %s stopped; kept for resume", entry.name, attempt
+                )
+                raise
             lake.abandon(entry.source_schema, entry.name, attempt)
+            if checkpoint and phase != "publish":  # our resume record would point at nothing
+                with contextlib.suppress(Exception):
+                    self.store.clear_intent(holder.lease)
             raise
         return LoadResult(
             table=entry.name,
@@ -298,6 +361,18 @@ class DeltaTask:
             warnings=warnings,
             ledger_entry=ledger_entry,
         )
+
+    def _resume_record(
+        self, entry: ControlEntry, partition: PartitionSpec, plan: Plan
+    ) -> dict[str, Any] | None:
+        """The resume intent to continue: same partition, entry unchanged, same window low."""
+        intent = self.store.get_intent(entry.name)
+        if intent is None or "resume" not in intent or intent.get("partitionKey") != partition.key:
+            return None
+        recorded = Window.from_json(intent["resume"]["window"])
+        if not _resume_applies(entry, intent) or recorded.low != plan.window.low or recorded.empty:
+            return None
+        return intent
 
     def _verify(self, entry: ControlEntry, lake: Lake, result: EngineResult) -> list[str]:
         """Rows written = rows read = the source's count, or nothing is published."""
@@ -404,6 +479,14 @@ class _LeaseKeeper:
         remaining = self.lease.expires_at - time.time()
         if force or remaining < self.ttl.total_seconds() / 2:
             self.lease = self.store.renew_lease(self.lease, self.ttl.total_seconds())
+
+
+def _resume_applies(entry: ControlEntry, intent: dict[str, Any]) -> bool:
+    """A chunk checkpoint holds only while the entry's watermark and operator are unchanged."""
+    record = intent["resume"]
+    return record.get("startvalue") == entry.raw.get("startvalue") and (
+        record.get("operator") == entry.filter_operator.value
+    )
 
 
 def _sort_key(partition: PartitionSpec) -> str:

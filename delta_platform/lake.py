@@ -163,6 +163,22 @@ class Lake:
         with self._lock:
             self._next_part.pop(staging, None)
 
+    def write_staged_json(self, source_schema: str, table: str, attempt_id: str, name: str,
+                          data: object) -> None:
+        """Atomically replace a small JSON file in an attempt's staging (e.g. a chunk checkpoint).
+
+        It lives beside the attempt's parts, so abandon/cleanup/roll-forward remove it with them.
+        """
+        check_name(name.lstrip("_"), "file name", table)
+        staging = self.staging_dir(source_schema, table, attempt_id)
+        self._write_bytes(f"{staging}/{name}", json.dumps(data, sort_keys=True).encode())
+
+    def read_staged_json(self, source_schema: str, table: str, attempt_id: str,
+                         name: str) -> object | None:
+        """The JSON file written by `write_staged_json`, or None if it is not there."""
+        text = self._read_bytes(f"{self.staging_dir(source_schema, table, attempt_id)}/{name}")
+        return None if text is None else json.loads(text)
+
     def cleanup_staging(
         self, source_schema: str, table: str, keep: Collection[str] = ()
     ) -> list[str]:

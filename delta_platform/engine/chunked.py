@@ -17,17 +17,41 @@ after it stamps the row beyond the high, which moves it to a later window; it ca
 one chunk's range into another's. Static windows (no fence) are not chunked there.
 
 A failed chunk is retried alone (its partial files deleted first); finished chunks are kept.
+
+Resume across runs (`run(..., checkpoint=True)`, used by DeltaTask). The plan (window, key
+columns, schema, chunk edges) and every finished chunk (its staged files, rows and count) are
+written to `_staging/<attempt>/_chunks.json` as each chunk completes. If the chunked read then
+fails for good, or the process dies, the finished chunks' files and the checkpoint stay in
+staging (invisible: nothing is published without a manifest). A later run given the same attempt
+and the identical window (DeltaTask reuses the recorded window, high included) re-reads only the
+chunks the checkpoint does not list, each in a new snapshot of its own.
+
+Why the union is still exactly the window. The original chunks came from one snapshot (on
+PostgreSQL an exported one that is gone by now); the resumed chunks come from later snapshots.
+The high is fenced, so no row can newly enter the window by its cursor, and a row updated since
+gets a cursor above the high and belongs to a later window. The chunk ranges partition the key
+space: with a single integer key a row cannot change range (its key is its identity); with the
+`(cursor, key...)` order a row could only move range by changing its cursor, which moves it
+beyond the high, out of every chunk of this window. So each row of the window is read at most
+once, by the one chunk whose range holds it. Verification compares rows written with the SUM
+of the per-chunk counts, each chunk counted in the snapshot it was read in (with a checkpoint,
+chunks of the exported snapshot are counted too), so a row deleted between the two runs is
+neither read nor counted. Like any snapshot delta, the partition holds each row as of the
+snapshot its chunk was read in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -38,14 +62,20 @@ from delta_platform.core.window import Window
 from delta_platform.engine.base import EngineResult, Progress
 from delta_platform.engine.streaming import StreamingEngine, _prefetch
 from delta_platform.errors import EngineError
+from delta_platform.manifest import StagedFile, part_pattern, schema_to_json
 from delta_platform.source.snapshot import Snapshot, open_snapshot
 
 if TYPE_CHECKING:
-    from delta_platform.lake import Lake, StagedFile, StagedWriter
+    from delta_platform.lake import Lake, StagedWriter
     from delta_platform.source import Source, TableInfo
 
 # Dialects that compare row values `(a, b) > (x, y)` (SQLite since 3.15); others get the OR form.
 ROW_VALUE_DIALECTS = frozenset({"postgresql", "mysql", "mariadb", "sqlite"})
+# The chunk checkpoint in an attempt's staging folder (see "Resume across runs" above).
+CHECKPOINT = "_chunks.json"
+CHECKPOINT_VERSION = 1
+
+log = logging.getLogger("delta_platform")
 
 
 @dataclass(frozen=True)
@@ -57,6 +87,25 @@ class Chunk:
     high: tuple[Any, ...] | None = None
     null_keys: bool = False
     whole: bool = False  # the window unsplit (small window)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "low": _encode_bound(self.low),
+            "high": _encode_bound(self.high),
+            "nullKeys": self.null_keys,
+            "whole": self.whole,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Chunk:
+        return cls(
+            int(data["index"]),
+            _decode_bound(data["low"]),
+            _decode_bound(data["high"]),
+            bool(data["nullKeys"]),
+            bool(data["whole"]),
+        )
 
     def describe(self) -> dict[str, str]:
         if self.whole:
@@ -91,6 +140,31 @@ class _Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
     rows: int = 0
     files: dict[int, list[str]] = field(default_factory=dict)
+    # The checkpoint document when resumable (None: plain run, nothing kept on failure).
+    checkpoint: dict[str, Any] | None = None
+    count_each: bool = False  # count every chunk in its own snapshot, even an exported one
+
+    def chunk_done(self, result: ChunkResult) -> None:
+        """Record a finished chunk durably before it counts as finished (checkpoint runs)."""
+        if self.checkpoint is None:
+            return
+        with self.lock:
+            self.checkpoint["done"][str(result.chunk.index)] = {
+                "rows": result.rows,
+                "count": result.count,
+                "seconds": round(result.seconds, 3),
+                "attempts": result.attempts,
+                "files": [{"name": f.name, "rows": f.rows, "bytes": f.bytes} for f in result.staged],
+            }
+            self.save()
+
+    def save(self) -> None:
+        """Caller holds `lock` (or runs before the chunk threads start)."""
+        assert self.checkpoint is not None
+        entry = self.info.entry
+        self.lake.write_staged_json(
+            entry.source_schema, entry.target_table_name, self.attempt_id, CHECKPOINT, self.checkpoint
+        )
 
     def add(self, n: int) -> None:
         with self.lock:
@@ -111,6 +185,7 @@ class ChunkedEngine:
 
     name = "chunked"
     grid: timedelta | None = None
+    resumable = True  # DeltaTask passes checkpoint=True and reuses the attempt after a failure
 
     def __init__(
         self,
@@ -149,7 +224,9 @@ class ChunkedEngine:
         attempt_id: str,
         *,
         progress: Progress | None = None,
+        checkpoint: bool = False,
     ) -> EngineResult:
+        """Read the window; with `checkpoint`, resume the attempt's checkpoint or start one."""
         started = time.monotonic()
         entry = info.entry
         shared = source.dialect_name == "postgresql"
@@ -167,6 +244,10 @@ class ChunkedEngine:
         pk = [info.table.c[k] for k in entry.primary_key]
         # A single integer key is a total order by itself: split it by value (cheap), not by rank.
         keys = pk if _integer_key(info) else [info.cursor, *pk]
+        if checkpoint:
+            resumed = self._resume(source, info, window, lake, attempt_id, keys, progress)
+            if resumed is not None:
+                return _result(self.name, info, resumed, started)
         with contextlib.ExitStack() as stack:
             leader = stack.enter_context(
                 open_snapshot(
@@ -178,40 +259,121 @@ class ChunkedEngine:
             source_count = int(leader.scalar(source.count_window(info, window)) or 0)
             null_count = int(leader.scalar(source.count_nulls(info)) or 0) if window.incremental else 0
             plan = self._plan(leader, run, source_count, shared)
+            if checkpoint:
+                self._start_checkpoint(run, plan, null_count, "exported" if shared else "per chunk")
             if len(plan) == 1:  # small window: read it in the leader's snapshot, like streaming
-                results = [self._read_chunk(run, plan[0], leader, progress)]
+                results = [self._read_chunk(run, plan[0], leader, progress, leader_count=source_count)]
             else:
                 if not shared:
                     stack.close()  # each chunk brings its own snapshot; release the planning one
                 results = self._read_all(run, plan, progress)
-                if not shared:
+                if not shared or run.count_each:
                     source_count = sum(r.count or 0 for r in results)
-        rows = sum(r.rows for r in results)
-        staged = [f for r in sorted(results, key=lambda r: r.chunk.index) for f in r.staged]
         details: dict[str, object] = {
             "snapshot": "exported" if shared else "per chunk",
             "workers": min(self.workers, len(plan)),
-            "chunks": [
-                {
-                    "index": r.chunk.index,
-                    "rows": r.rows,
-                    "ms": int(r.seconds * 1000),
-                    "attempts": r.attempts,
-                    **r.chunk.describe(),
-                }
-                for r in sorted(results, key=lambda r: r.chunk.index)
-            ],
         }
-        return EngineResult(
-            self.name,
-            rows,
-            source_count,
-            null_count,
-            staged,
-            info.schema,
-            time.monotonic() - started,
-            details,
+        return _result(self.name, info, (results, source_count, null_count, details), started)
+
+    def _start_checkpoint(self, run: _Run, plan: list[Chunk], null_count: int, snapshot: str) -> None:
+        """Write the plan before any chunk is read; without an encodable plan, no checkpoint."""
+        try:
+            chunks = [c.to_json() for c in plan]
+        except TypeError as exc:
+            log.warning("table %s: chunk plan not resumable: %s", run.info.entry.target_table_name, exc)
+            return
+        run.checkpoint = {
+            "version": CHECKPOINT_VERSION,
+            **_identity(run),
+            "snapshot": snapshot,
+            "nullCount": null_count,
+            "plan": chunks,
+            "done": {},
+        }
+        run.count_each = True
+        run.save()
+
+    def _resume(
+        self,
+        source: Source,
+        info: TableInfo,
+        window: Window,
+        lake: Lake,
+        attempt_id: str,
+        keys: list[sa.ColumnElement[Any]],
+        progress: Progress | None,
+    ) -> tuple[list[ChunkResult], int, int, dict[str, object]] | None:
+        """Finish the attempt's checkpointed plan: read only the chunks it does not list as done.
+
+        None when there is no checkpoint; one that does not match this window, key order or
+        schema is discarded with the attempt's staging, and the load starts over.
+        """
+        entry = info.entry
+        doc = lake.read_staged_json(entry.source_schema, entry.target_table_name, attempt_id, CHECKPOINT)
+        if doc is None:
+            return None
+        run = _Run(source, info, window, lake, attempt_id, None, keys, count_each=True)
+        if (
+            not isinstance(doc, dict)
+            or doc.get("version") != CHECKPOINT_VERSION
+            or any(doc.get(k) != v for k, v in _identity(run).items())
+        ):
+            log.warning(
+                "table %s: checkpoint of attempt %s does not match the window; starting over",
+                entry.target_table_name,
+                attempt_id,
+            )
+            lake.abandon(entry.source_schema, entry.target_table_name, attempt_id)
+            return None
+        run.checkpoint = doc
+        plan = [Chunk.from_json(c) for c in doc["plan"]]
+        staging = lake.staging_dir(entry.source_schema, entry.target_table_name, attempt_id)
+        fs = lake.filesystem
+        done: list[ChunkResult] = []
+        kept: set[str] = set()
+        for chunk in plan:
+            rec = doc["done"].get(str(chunk.index))
+            if rec is None:
+                continue
+            files = [
+                StagedFile(f"{staging}/{f['name']}", f["name"], int(f["rows"]), int(f["bytes"]))
+                for f in rec["files"]
+            ]
+            infos = fs.get_file_info([f.path for f in files])
+            if any(
+                i.type != pafs.FileType.File or i.size != f.bytes for f, i in zip(files, infos, strict=True)
+            ):
+                del doc["done"][str(chunk.index)]  # a lost file: read that chunk again
+                continue
+            kept.update(f.name for f in files)
+            done.append(ChunkResult(chunk, int(rec["rows"]), rec["count"], files, 0.0, 0))
+        # Partial files of unfinished chunks (a kill mid-chunk) are not part of the result.
+        pattern = part_pattern(attempt_id)
+        _delete(
+            fs,
+            [
+                i.path
+                for i in fs.get_file_info(pafs.FileSelector(staging, allow_not_found=True))
+                if pattern.fullmatch(i.base_name) and i.base_name not in kept
+            ],
         )
+        run.save()
+        run.rows = sum(r.rows for r in done)
+        todo = [c for c in plan if str(c.index) not in doc["done"]]
+        log.info(
+            "table %s: resuming attempt %s, %d of %d chunks left",
+            entry.target_table_name,
+            attempt_id,
+            len(todo),
+            len(plan),
+        )
+        results = done + (self._read_all(run, todo, progress) if todo else [])
+        details: dict[str, object] = {
+            "snapshot": "resumed: per chunk",
+            "workers": min(self.workers, max(1, len(todo))),
+            "resumed": {"kept": sorted(r.chunk.index for r in done), "read": [c.index for c in todo]},
+        }
+        return results, sum(r.count or 0 for r in results), int(doc.get("nullCount") or 0), details
 
     def _plan(self, leader: Snapshot, run: _Run, source_count: int, shared: bool) -> list[Chunk]:
         """How many ranges, and their boundaries, chosen inside the leader's snapshot."""
@@ -311,11 +473,18 @@ class ChunkedEngine:
             except BaseException as exc:
                 run.stop.set()
                 wait(pending)
-                for files in run.files.values():
-                    _delete(run.lake.filesystem, files)
-                run.lake.abandon(
-                    run.info.entry.source_schema, run.info.entry.target_table_name, run.attempt_id
-                )
+                if run.checkpoint is not None:
+                    # Keep the finished chunks (listed in the checkpoint) for a later run to resume.
+                    done = run.checkpoint["done"]
+                    for index, files in run.files.items():
+                        if str(index) not in done:
+                            _delete(run.lake.filesystem, files)
+                else:
+                    for files in run.files.values():
+                        _delete(run.lake.filesystem, files)
+                    run.lake.abandon(
+                        run.info.entry.source_schema, run.info.entry.target_table_name, run.attempt_id
+                    )
                 if isinstance(exc, EngineError | KeyboardInterrupt | SystemExit):
                     raise
                 raise EngineError(
@@ -325,11 +494,17 @@ class ChunkedEngine:
         return results
 
     def _read_chunk(
-        self, run: _Run, chunk: Chunk, leader: Snapshot | None, progress: Progress | None = None
+        self,
+        run: _Run,
+        chunk: Chunk,
+        leader: Snapshot | None,
+        progress: Progress | None = None,
+        leader_count: int | None = None,
     ) -> ChunkResult:
         """Read one chunk, retrying it alone; its partial files go before each retry.
 
         `progress` only on the caller's thread (the leader's single chunk): it renews the lease.
+        A chunk read in the leader's snapshot is the whole window: its count is `leader_count`.
         """
         table = run.info.entry.target_table_name
         last: BaseException | None = None
@@ -342,11 +517,12 @@ class ChunkedEngine:
             try:
                 with self._snapshot(run, leader) as snap:
                     self._chunk_started(chunk, attempt)
-                    count = (
-                        None
-                        if run.snapshot_id or leader is not None
-                        else int(snap.scalar(self._count(run, chunk)) or 0)
-                    )
+                    if leader is not None:
+                        count = leader_count if run.count_each else None
+                    elif run.snapshot_id and not run.count_each:
+                        count = None  # the leader counted the whole exported snapshot
+                    else:
+                        count = int(snap.scalar(self._count(run, chunk)) or 0)
                     batches = snap.stream(self._select(run, chunk), run.info.schema, self.batch_rows)
                     with self._writer(run, files) as writer:
                         for batch in _prefetch(batches, self.queue_depth):
@@ -363,7 +539,9 @@ class ChunkedEngine:
                     raise EngineError(
                         f"chunk {chunk.index} read {rows} rows, its snapshot counted {count}", table=table
                     )
-                return ChunkResult(chunk, rows, count, staged, time.monotonic() - started, attempt + 1)
+                result = ChunkResult(chunk, rows, count, staged, time.monotonic() - started, attempt + 1)
+                run.chunk_done(result)
+                return result
             except _Cancelled:
                 raise
             except Exception as exc:  # retried alone; the other chunks keep their files
@@ -446,6 +624,93 @@ def _delete(fs: pafs.FileSystem, paths: list[str]) -> None:
 
 def _text(bound: tuple[Any, ...] | None) -> str:
     return "" if bound is None else "(" + ", ".join(str(v) for v in bound) + ")"
+
+
+def _result(
+    name: str,
+    info: TableInfo,
+    outcome: tuple[list[ChunkResult], int, int, dict[str, object]],
+    started: float,
+) -> EngineResult:
+    results, source_count, null_count, details = outcome
+    ordered = sorted(results, key=lambda r: r.chunk.index)
+    details = {
+        **details,
+        "chunks": [
+            {
+                "index": r.chunk.index,
+                "rows": r.rows,
+                "ms": int(r.seconds * 1000),
+                "attempts": r.attempts,
+                **r.chunk.describe(),
+            }
+            for r in ordered
+        ],
+    }
+    return EngineResult(
+        name,
+        sum(r.rows for r in results),
+        source_count,
+        null_count,
+        [f for r in ordered for f in r.staged],
+        info.schema,
+        time.monotonic() - started,
+        details,
+    )
+
+
+def _identity(run: _Run) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the exact window, key order and schema."""
+    return {
+        "table": run.info.entry.target_table_name,
+        "window": run.window.to_json(),
+        "keys": [str(k.name) for k in run.keys],  # type: ignore[attr-defined]
+        "dialect": run.source.dialect_name,
+        "schema": schema_to_json(run.info.schema),
+    }
+
+
+# Chunk edges as tagged JSON, exact for the key types a primary key or cursor takes.
+_DECODERS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "str": str,
+    "decimal": Decimal,
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "bytes": bytes.fromhex,
+    "bool": lambda v: v == "true",
+}
+
+
+def _encode_value(value: Any) -> list[Any]:
+    if value is None:
+        return ["null", None]
+    if isinstance(value, bool):
+        return ["bool", "true" if value else "false"]
+    for tag, kind in (
+        ("int", int),
+        ("str", str),
+        ("decimal", Decimal),
+        ("datetime", dt.datetime),
+        ("date", dt.date),
+        ("time", dt.time),
+    ):
+        if isinstance(value, kind):
+            return [tag, value.isoformat() if tag in ("datetime", "date", "time") else str(value)]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return ["bytes", bytes(value).hex()]
+    raise TypeError(f"chunk edge value {value!r} ({type(value).__name__}) has no exact JSON form")
+
+
+def _encode_bound(bound: tuple[Any, ...] | None) -> list[list[Any]] | None:
+    return None if bound is None else [_encode_value(v) for v in bound]
+
+
+def _decode_bound(data: list[list[Any]] | None) -> tuple[Any, ...] | None:
+    if data is None:
+        return None
+    return tuple(None if tag == "null" else _DECODERS[tag](v) for tag, v in data)
 
 
 def _with_details(result: EngineResult, details: dict[str, object]) -> EngineResult:

@@ -248,6 +248,9 @@ class DeltaTask:
             if checkpoint:
                 extra["checkpoint"] = True
                 if resume is None:
+                    stale = self.store.get_intent(entry.name)
+                    if stale is not None and "resume" in stale:  # another partition's checkpoint
+                        lake.abandon(entry.source_schema, entry.name, stale["attemptId"])
                     self.store.set_intent(
                         holder.lease,
                         {

@@ -145,6 +145,34 @@ def test_checkpoint_for_a_changed_entry_is_discarded(db: Db, rig: Rig) -> None:
     assert _staging(rig) == [] and rig.store.get_intent("t") is None
 
 
+def test_resume_that_fails_again_keeps_every_finished_chunk(db: Db, rig: Rig) -> None:
+    """Two interrupted runs in a row: each later run reads only what no earlier run finished."""
+    _setup(db, rig, "id")
+    intent = _fail_first_run(rig, Counting(fail=frozenset({2})))
+    second = Counting(fail=frozenset({2}), retries=0)
+    with pytest.raises(EngineError):
+        rig.new_task(engine_for=lambda e: second).run("t", _spec("p1"))
+    doc = rig.lake.read_staged_json(db.schema, "t", intent["attemptId"], CHECKPOINT)
+    assert isinstance(doc, dict) and set(intent["done"]) <= {int(i) for i in doc["done"]}
+    assert not set(second.reads) & set(intent["done"])
+    third = Counting()
+    loaded = rig.new_task(engine_for=lambda e: third).run("t", _spec("p1"))
+    assert not set(third.reads) & {int(i) for i in doc["done"]}
+    assert loaded.attempt_id == intent["attemptId"]
+    assert _versions(rig.partition("t", "p1")) == [(i, 1) for i in range(1, ROWS + 1)]
+    assert _staging(rig) == [] and len(rig.store.ledger("t")) == 1
+
+
+def test_another_partitions_checkpoint_is_dropped(db: Db, rig: Rig) -> None:
+    """A run of another partition replaces the resume record and removes the old staging."""
+    _setup(db, rig, "id")
+    intent = _fail_first_run(rig, Counting(fail=frozenset({2})))
+    loaded = rig.new_task(engine_for=lambda e: Counting()).run("t", _spec("p9"))
+    assert loaded.attempt_id != intent["attemptId"]
+    assert _versions(rig.partition("t", "p9")) == [(i, 1) for i in range(1, ROWS + 1)]
+    assert _staging(rig) == [] and rig.store.get_intent("t") is None
+
+
 _CHILD = r"""
 import os, signal, sys
 from datetime import timedelta

@@ -26,29 +26,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from delta_platform.control_entry import ControlEntry, NullPolicy
+from delta_platform.control_entry import ControlEntry
 from delta_platform.core.fence import Fence, FenceInputs, fence_high
 from delta_platform.core.plan import Mode, Plan, plan_window
 from delta_platform.core.watermark import Watermark
 from delta_platform.core.window import Bound, Window
-from delta_platform.engine.base import Engine, EngineResult
+from delta_platform.engine.base import Engine
 from delta_platform.engine.chunked import CHECKPOINT
-from delta_platform.errors import ControlEntryError, DeltaError, VerificationError
+from delta_platform.errors import ControlEntryError, DeltaError
 from delta_platform.lake import Lake
-from delta_platform.manifest import Manifest, ManifestFile, schema_to_json
+from delta_platform.lease import LeaseKeeper
+from delta_platform.ledger import ledger_entry as build_ledger_entry
+from delta_platform.ledger import text_or_none
+from delta_platform.partitions import PartitionSpec, sort_key
+from delta_platform.publish import manifest_for, verify_counts
 from delta_platform.source import Source, TableInfo, to_kind
-from delta_platform.store import ControlStore, Lease
+from delta_platform.store import ControlStore
 
 log = logging.getLogger("delta_platform")
-
-
-@dataclass(frozen=True)
-class PartitionSpec:
-    """The Dagster partition being materialized: its key and, for time partitions, its bounds."""
-
-    key: str
-    start: datetime | None = None
-    end: datetime | None = None
 
 
 @dataclass
@@ -116,7 +111,7 @@ class DeltaTask:
         """Load one partition's window exactly once (or replay it), under the table's lease."""
         entry = self.entry(table)
         lease = self.store.acquire_lease(table, self.owner, self.lease_ttl.total_seconds())
-        holder = _LeaseKeeper(self.store, lease, self.lease_ttl)
+        holder = LeaseKeeper(self.store, lease, self.lease_ttl)
         try:
             recovered = self.recover(entry, holder)
             entry = self.entry(table)  # recovery may have moved startvalue
@@ -126,7 +121,7 @@ class DeltaTask:
         finally:
             self.store.release_lease(holder.lease)
 
-    def recover(self, entry: ControlEntry, holder: _LeaseKeeper) -> str | None:
+    def recover(self, entry: ControlEntry, holder: LeaseKeeper) -> str | None:
         """Finish or undo a publish that a crash interrupted; clean abandoned staging."""
         lake = self.lake_for(entry)
         intent = self.store.get_intent(entry.name)
@@ -182,7 +177,7 @@ class DeltaTask:
             # O(1) state: the control item carries the last committed high and its inclusivity.
             high = Bound(Watermark.parse(info.kind, mark["value"]), bool(mark.get("inclusive", True)))
             last_window = Window(entry.filter_operator, None, high)
-            older = _sort_key(partition) < str(mark.get("partitionStart") or "")
+            older = sort_key(partition) < str(mark.get("partitionStart") or "")
         return plan_window(
             entry.filter_operator,
             start,
@@ -196,7 +191,7 @@ class DeltaTask:
         self,
         entry: ControlEntry,
         partition: PartitionSpec,
-        holder: _LeaseKeeper,
+        holder: LeaseKeeper,
         run_id: str,
         log_progress: Callable[[str], None] | None,
     ) -> LoadResult:
@@ -267,12 +262,12 @@ class DeltaTask:
                     )
             result = engine.run(source, info, window, lake, attempt, progress=progress, **extra)
             phase = "verify"
-            warnings = self._verify(entry, lake, result)
-            manifest = self._manifest(entry, partition, attempt, window, result, started_at)
+            warnings = verify_counts(entry, lake, result)
+            manifest = manifest_for(entry, partition, attempt, window, result, started_at)
             before = entry.start_value
             advances = plan.moves_watermark and not window.empty and window.high is not None
             after = window.high.value.encode() if advances and window.high else before
-            ledger_entry = self._ledger_entry(
+            ledger_entry = build_ledger_entry(
                 entry,
                 partition,
                 plan,
@@ -286,7 +281,8 @@ class DeltaTask:
                 before,
                 after,
                 advances,
-                lake,
+                lake.partition_uri(entry.source_schema, entry.name, partition.key),
+                self.store.ledger_entry(entry.name, partition.key),
             )
             if resume is not None:  # the fence that set the recorded high, not a new one
                 ledger_entry["fence"] = resume["resume"].get("fence")
@@ -307,7 +303,7 @@ class DeltaTask:
                         "watermark": {
                             **window.high.to_json(),
                             "partitionKey": partition.key,
-                            "partitionStart": _sort_key(partition),
+                            "partitionStart": sort_key(partition),
                             "attemptId": attempt,
                         },
                     }
@@ -358,8 +354,8 @@ class DeltaTask:
             engine=result.engine,
             seconds=time.monotonic() - t0,
             attempt_id=attempt,
-            watermark_before=_text(before),
-            watermark_after=_text(after),
+            watermark_before=text_or_none(before),
+            watermark_after=text_or_none(after),
             partition_uri=lake.partition_uri(entry.source_schema, entry.name, partition.key),
             warnings=warnings,
             ledger_entry=ledger_entry,
@@ -377,112 +373,6 @@ class DeltaTask:
             return None
         return intent
 
-    def _verify(self, entry: ControlEntry, lake: Lake, result: EngineResult) -> list[str]:
-        """Rows written = rows read = the source's count, or nothing is published."""
-        written = lake.count_rows([f.path for f in result.staged])
-        if not (written == result.rows_read == result.source_count):
-            raise VerificationError(
-                f"row counts disagree: written {written}, read {result.rows_read}, source count "
-                f"{result.source_count}; nothing published, watermark unchanged",
-                table=entry.name,
-            )
-        warnings = []
-        if result.null_count:
-            msg = (
-                f"{result.null_count} rows have a NULL {entry.filter_column} and are invisible to "
-                f"an incremental load (nullPolicy={entry.null_policy.value})"
-            )
-            if entry.null_policy is NullPolicy.FAIL:
-                raise VerificationError(msg, table=entry.name, attribute="filtercolumn")
-            if entry.null_policy is NullPolicy.WARN:
-                log.warning("table %s: %s", entry.name, msg)
-                warnings.append(msg)
-        return warnings
-
-    def _manifest(
-        self,
-        entry: ControlEntry,
-        partition: PartitionSpec,
-        attempt: str,
-        window: Window,
-        result: EngineResult,
-        started_at: datetime,
-    ) -> Manifest:
-        return Manifest(
-            table=entry.name,
-            source_schema=entry.source_schema,
-            partition_key=partition.key,
-            attempt_id=attempt,
-            window=window.to_json(),
-            files=tuple(ManifestFile(f.name, f.rows, f.bytes) for f in result.staged),
-            rows=result.rows_read,
-            schema=schema_to_json(result.schema),
-            engine=result.engine,
-            created_at=datetime.now(UTC).isoformat(),
-            extra={"sourceCount": result.source_count, "startedAt": started_at.isoformat()},
-        )
-
-    def _ledger_entry(
-        self,
-        entry: ControlEntry,
-        partition: PartitionSpec,
-        plan: Plan,
-        window: Window,
-        fence: Fence | None,
-        result: EngineResult,
-        attempt: str,
-        run_id: str,
-        started_at: datetime,
-        t0: float,
-        before: Any,
-        after: Any,
-        advances: bool,
-        lake: Lake,
-    ) -> dict[str, Any]:
-        previous = self.store.ledger_entry(entry.name, partition.key)
-        if plan.mode is Mode.REPLAY and previous:
-            # A replay reloads the recorded window; what that window did to the watermark stands.
-            advances = bool(previous.get("advanced"))
-            before, after = previous.get("watermarkBefore"), previous.get("watermarkAfter")
-        part_dir = lake.partition_uri(entry.source_schema, entry.name, partition.key)
-        return {
-            "targetTableName": entry.name,
-            "partitionKey": partition.key,
-            "partitionStart": _sort_key(partition),
-            "attemptId": attempt,
-            "runId": run_id or None,
-            "mode": plan.mode.value,
-            "window": window.to_json(),
-            "window_text": window.describe(),
-            "fence": fence.to_json() if fence else None,
-            "rows": result.rows_read,
-            "sourceCount": result.source_count,
-            "nullCount": result.null_count,
-            "bytes": sum(f.bytes for f in result.staged),
-            "files": [f"{part_dir}/{f.name}" for f in result.staged],
-            "schema": schema_to_json(result.schema),
-            "engine": result.engine,
-            "startedAt": started_at.isoformat(),
-            "committedAt": datetime.now(UTC).isoformat(),
-            "durationMs": int((time.monotonic() - t0) * 1000),
-            "advanced": advances,
-            "watermarkBefore": _text(before),
-            "watermarkAfter": _text(after),
-            "replays": (int(previous.get("replays", 0)) + 1) if previous else 0,
-        }
-
-
-class _LeaseKeeper:
-    """Holds the lease and renews it during long reads, so a slow load is not taken over."""
-
-    def __init__(self, store: ControlStore, lease: Lease, ttl: timedelta):
-        self.store, self.lease, self.ttl = store, lease, ttl
-
-    def renew_if_due(self, force: bool = False) -> None:
-        remaining = self.lease.expires_at - time.time()
-        if force or remaining < self.ttl.total_seconds() / 2:
-            self.lease = self.store.renew_lease(self.lease, self.ttl.total_seconds())
-
 
 def _resume_applies(entry: ControlEntry, intent: dict[str, Any]) -> bool:
     """A chunk checkpoint holds only while the entry's watermark and operator are unchanged."""
@@ -490,14 +380,6 @@ def _resume_applies(entry: ControlEntry, intent: dict[str, Any]) -> bool:
     return record.get("startvalue") == entry.raw.get("startvalue") and (
         record.get("operator") == entry.filter_operator.value
     )
-
-
-def _sort_key(partition: PartitionSpec) -> str:
-    return partition.start.astimezone(UTC).isoformat() if partition.start else partition.key
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 __all__ = ["DeltaTask", "LoadResult", "PartitionSpec", "DeltaError"]

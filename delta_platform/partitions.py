@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from delta_platform.control_entry import Cadence
-from delta_platform.delta_task import PartitionSpec
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """The Dagster partition being materialized: its key and, for time partitions, its bounds."""
+
+    key: str
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def sort_key(partition: PartitionSpec) -> str:
+    """Orders partitions by start time (keys for partitions without one)."""
+    return partition.start.astimezone(UTC).isoformat() if partition.start else partition.key
+
 
 FORMATS = {
     Cadence.HOURLY: "%Y-%m-%d-%H:%M",

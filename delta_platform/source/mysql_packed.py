@@ -7,9 +7,10 @@ catalog's exact types. The select list is replaced by
     CAST(CONCAT_WS(',', <field>, ...) AS BINARY)
 
 where a numeric / temporal field is its server text (`IFNULL(col, '')`: NULL is an empty,
-unquoted field) and a text or binary field is quoted with `"` doubled (`'""'` is the empty
-string, never NULL). Text is converted to utf8mb4 before it is concatenated and the line is cast
-to BINARY, so neither the column charsets nor the connection charset can re-encode it. The
+unquoted field; NOT NULL columns skip the IFNULL) and a text or binary field is quoted with `"`
+doubled (`'""'` is the empty string, never NULL). Text not already in utf8mb4 is converted to it
+before it is concatenated and the line is cast to BINARY, so neither the column charsets nor the
+connection charset can re-encode it. The
 WHERE clause, ORDER BY and LIMIT are the statement's own; its values stay bound parameters.
 
 Only types whose server text Arrow parses back exactly are packed (`packed_select` returns
@@ -91,15 +92,34 @@ def packed_select(stmt: sa.Select[Any], schema: pa.Schema) -> sa.Select[Any] | N
         if kind is None:
             return None
         expr: sa.ColumnElement[Any] = col
-        if kind == "plain":
-            parts.append(sa.func.ifnull(expr, ""))
-            continue
-        if kind == "text":
+        if kind == "text" and _charset(col) != "utf8mb4":
             expr = _Utf8(expr)
-        quoted = sa.func.concat('"', sa.func.replace(expr, '"', '""'), '"')
-        parts.append(sa.func.ifnull(quoted, ""))
+        if kind != "plain":
+            expr = sa.func.concat('"', sa.func.replace(expr, '"', '""'), '"')
+        # A NOT NULL column needs no IFNULL (~10% of the server's packing time): were a NULL
+        # ever to appear, CONCAT_WS would drop its field and the line fail to parse, loudly.
+        parts.append(sa.func.ifnull(expr, "") if field.nullable else expr)
     line = sa.cast(sa.func.concat_ws(",", *parts), sa.LargeBinary)  # CAST(... AS BINARY)
     return stmt.with_only_columns(line.label("packed_line"), maintain_column_froms=True)
+
+
+def _charset(col: sa.ColumnElement[Any]) -> str | None:
+    """The column's character set when the catalog states it (its own, else its table's).
+
+    Reflection reports a column's charset only when it differs from the table default, so the
+    table's `default charset` option applies otherwise; unknown (views, expressions) is None.
+    A column already in utf8mb4 needs no CONVERT (~15% of the server's packing time).
+    """
+    charset = getattr(col.type, "charset", None)
+    if charset:
+        return str(charset).lower()
+    table = getattr(col, "table", None)
+    if not isinstance(table, sa.Table) or getattr(col.type, "national", False):
+        return None
+    for key, value in table.dialect_kwargs.items():
+        if key.endswith("_default charset") and value:
+            return str(value).lower()
+    return None
 
 
 class LineParser:

@@ -43,7 +43,6 @@ snapshot its chunk was read in.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import threading
 import time
@@ -51,7 +50,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -60,6 +58,7 @@ import sqlalchemy as sa
 
 from delta_platform.core.window import Window
 from delta_platform.engine.base import EngineResult, Progress
+from delta_platform.engine.chunks import Chunk
 from delta_platform.engine.streaming import StreamingEngine, _prefetch
 from delta_platform.errors import EngineError
 from delta_platform.manifest import StagedFile, part_pattern, schema_to_json
@@ -76,43 +75,6 @@ CHECKPOINT = "_chunks.json"
 CHECKPOINT_VERSION = 1
 
 log = logging.getLogger("delta_platform")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One key range: `low < keys <= high` (None = open end); `null_keys` is the NULL-key chunk."""
-
-    index: int
-    low: tuple[Any, ...] | None = None
-    high: tuple[Any, ...] | None = None
-    null_keys: bool = False
-    whole: bool = False  # the window unsplit (small window)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "low": _encode_bound(self.low),
-            "high": _encode_bound(self.high),
-            "nullKeys": self.null_keys,
-            "whole": self.whole,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Chunk:
-        return cls(
-            int(data["index"]),
-            _decode_bound(data["low"]),
-            _decode_bound(data["high"]),
-            bool(data["nullKeys"]),
-            bool(data["whole"]),
-        )
-
-    def describe(self) -> dict[str, str]:
-        if self.whole:
-            return {"range": "whole window"}
-        if self.null_keys:
-            return {"range": "a key column IS NULL"}
-        return {"low": _text(self.low), "high": _text(self.high)}
 
 
 @dataclass
@@ -622,10 +584,6 @@ def _delete(fs: pafs.FileSystem, paths: list[str]) -> None:
                 fs.delete_file(path)
 
 
-def _text(bound: tuple[Any, ...] | None) -> str:
-    return "" if bound is None else "(" + ", ".join(str(v) for v in bound) + ")"
-
-
 def _result(
     name: str,
     info: TableInfo,
@@ -668,49 +626,6 @@ def _identity(run: _Run) -> dict[str, Any]:
         "dialect": run.source.dialect_name,
         "schema": schema_to_json(run.info.schema),
     }
-
-
-# Chunk edges as tagged JSON, exact for the key types a primary key or cursor takes.
-_DECODERS: dict[str, Callable[[str], Any]] = {
-    "int": int,
-    "str": str,
-    "decimal": Decimal,
-    "datetime": dt.datetime.fromisoformat,
-    "date": dt.date.fromisoformat,
-    "time": dt.time.fromisoformat,
-    "bytes": bytes.fromhex,
-    "bool": lambda v: v == "true",
-}
-
-
-def _encode_value(value: Any) -> list[Any]:
-    if value is None:
-        return ["null", None]
-    if isinstance(value, bool):
-        return ["bool", "true" if value else "false"]
-    for tag, kind in (
-        ("int", int),
-        ("str", str),
-        ("decimal", Decimal),
-        ("datetime", dt.datetime),
-        ("date", dt.date),
-        ("time", dt.time),
-    ):
-        if isinstance(value, kind):
-            return [tag, value.isoformat() if tag in ("datetime", "date", "time") else str(value)]
-    if isinstance(value, bytes | bytearray | memoryview):
-        return ["bytes", bytes(value).hex()]
-    raise TypeError(f"chunk edge value {value!r} ({type(value).__name__}) has no exact JSON form")
-
-
-def _encode_bound(bound: tuple[Any, ...] | None) -> list[list[Any]] | None:
-    return None if bound is None else [_encode_value(v) for v in bound]
-
-
-def _decode_bound(data: list[list[Any]] | None) -> tuple[Any, ...] | None:
-    if data is None:
-        return None
-    return tuple(None if tag == "null" else _DECODERS[tag](v) for tag, v in data)
 
 
 def _with_details(result: EngineResult, details: dict[str, object]) -> EngineResult:

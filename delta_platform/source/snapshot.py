@@ -261,6 +261,7 @@ class MySQLSnapshot(DbapiSnapshot):
         super().__init__(raw, dialect, table, server_side_cursor)
         self.lines = lines
         self.packed = packed
+        self.session_dirty = False  # a session setting could not be restored
 
     def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
         packed = mysql_packed.packed_select(stmt, schema) if self.packed else None
@@ -268,6 +269,10 @@ class MySQLSnapshot(DbapiSnapshot):
             yield from super().stream(stmt, schema, batch_rows)
             return
         sql, params = self._compile(packed)
+        # The lines are read unconverted (bytes from both drivers, no re-encoding by the
+        # connection charset); the session's setting is put back for the snapshot's other reads.
+        previous = self._session_value("SELECT @@session.character_set_results")
+        self._session_value("SET character_set_results = binary")
         cur = self.server_side_cursor(self.raw)
         try:
             cur.execute(sql, params)
@@ -277,6 +282,19 @@ class MySQLSnapshot(DbapiSnapshot):
         finally:
             with contextlib.suppress(Exception):  # the connection may already be closed
                 cur.close()  # drains the rest of an abandoned result
+            try:
+                self._session_value("SET character_set_results = %s", (previous,))
+            except Exception:
+                self.session_dirty = True  # the pooled connection must not be reused
+
+    def _session_value(self, sql: str, params: tuple[Any, ...] | None = None) -> Any:
+        cur = self.raw.cursor()
+        try:
+            cur.execute(sql, params)
+            row = cur.fetchone() if cur.description else None
+        finally:
+            cur.close()
+        return row[0] if row else None
 
 
 def rows_to_batch(rows: list[tuple[Any, ...]], schema: pa.Schema, *, table: str) -> pa.RecordBatch:
@@ -393,6 +411,7 @@ def _mysql_snapshot(engine: sa.Engine, dialect: SourceDialect, table: str) -> It
     """`START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` on one connection: count and rows agree."""
     direct = _mysqlclient_connect(engine)
     raw = None if direct is not None else engine.raw_connection()
+    snap: MySQLSnapshot | None = None
     dbapi = direct if direct is not None else raw.driver_connection
     try:
         if type(dbapi).__module__.startswith("MySQLdb"):
@@ -411,12 +430,15 @@ def _mysql_snapshot(engine: sa.Engine, dialect: SourceDialect, table: str) -> It
         cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         cur.close()
-        yield MySQLSnapshot(dbapi, engine.dialect, table, server_side, lines, packed=MYSQL_PACKED)
+        snap = MySQLSnapshot(dbapi, engine.dialect, table, server_side, lines, packed=MYSQL_PACKED)
+        yield snap
     finally:
         if direct is not None:
             # Closing ends the read-only transaction; a rollback would first need an abandoned
             # streaming result drained ("commands out of sync" on mysqlclient).
             direct.close()
+        elif snap is not None and snap.session_dirty:
+            raw.invalidate()  # closes it instead of handing a changed session back to the pool
         else:
             try:
                 raw.rollback()

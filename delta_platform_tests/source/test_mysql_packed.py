@@ -252,3 +252,22 @@ def test_window_values_stay_bound_parameters() -> None:
     assert "brien" not in str(compiled)
     assert "o'brien; DROP" in compiled.params.values()
     assert str(compiled).rstrip().endswith("ORDER BY x.id")
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_session_charset_is_restored_after_a_packed_read(
+    maria: sa.Engine, reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The packed read sets character_set_results = binary; the snapshot's later reads must not see it."""
+    table, schema = _table(
+        maria, "CREATE TABLE cs (id INT PRIMARY KEY, s TEXT)", "cs", [{"id": 1, "s": "é€"}]
+    )
+    monkeypatch.setattr(snapshot, "MYSQL_READER", reader)
+    monkeypatch.setattr(snapshot, "MYSQL_PACKED", True)
+    with snapshot.open_snapshot(maria, MySQLDialect(), table="cs") as snap:
+        before = snap.scalar(sa.select(sa.literal_column("@@session.character_set_results")))
+        rows = [r for b in snap.stream(sa.select(table), schema, 10) for r in b.to_pylist()]
+        after = snap.scalar(sa.select(sa.literal_column("@@session.character_set_results")))
+        assert not snap.session_dirty
+    assert rows == [{"id": 1, "s": "é€"}]
+    assert after == before and str(after).lower() != "binary"

@@ -33,7 +33,7 @@ from delta_platform.core.watermark import Watermark
 from delta_platform.core.window import Bound, Window
 from delta_platform.engine.base import Engine
 from delta_platform.engine.chunked import CHECKPOINT
-from delta_platform.errors import ControlEntryError, DeltaError
+from delta_platform.errors import ControlEntryError, DeltaError, WatermarkConflict
 from delta_platform.lake import Lake
 from delta_platform.lease import LeaseKeeper
 from delta_platform.ledger import ledger_entry as build_ledger_entry
@@ -141,13 +141,25 @@ class DeltaTask:
                 entry.source_schema, entry.name, intent["partitionKey"], intent["attemptId"]
             )
             if manifest is not None:
-                self.store.commit_window(
-                    holder.lease,
-                    intent["ledgerEntry"],
-                    entry_changes=intent["entryChanges"],
-                    expected=intent["expected"],
-                )
-                note = f"rolled forward attempt {intent['attemptId']} of partition {intent['partitionKey']}"
+                try:
+                    self.store.commit_window(
+                        holder.lease,
+                        intent["ledgerEntry"],
+                        entry_changes=intent["entryChanges"],
+                        expected=intent["expected"],
+                    )
+                    note = (
+                        f"rolled forward attempt {intent['attemptId']} of partition {intent['partitionKey']}"
+                    )
+                except WatermarkConflict:
+                    # startvalue was edited by hand after the crash: the published window no longer
+                    # follows the watermark, so it is withdrawn instead of committed.
+                    lake.delete_partition(entry.source_schema, entry.name, intent["partitionKey"])
+                    self.store.clear_intent(holder.lease)
+                    note = (
+                        f"withdrew partition {intent['partitionKey']} (attempt {intent['attemptId']}): "
+                        "startvalue changed before its commit"
+                    )
             else:
                 self.store.clear_intent(holder.lease)
                 note = f"discarded unpublished attempt {intent['attemptId']}"

@@ -121,8 +121,9 @@ def _crash_before_first_commit(rig: Rig, monkeypatch: pytest.MonkeyPatch, partit
         rig.run("orders", partition)
 
 
-def test_crash_between_publish_and_commit_rolls_forward(rig: Rig, db: Db,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_between_publish_and_commit_rolls_forward(
+    rig: Rig, db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Killed after the manifest, before the watermark write: the rerun loads the window once."""
     _table(db, rig, 1, 60)
     _crash_before_first_commit(rig, monkeypatch, "p1")
@@ -148,8 +149,7 @@ def test_crash_between_publish_and_commit_rolls_forward(rig: Rig, db: Db,
 # as FIRST with an inclusive low, loading the old high twice).
 
 
-def test_window_after_crash_recovery_is_contiguous(rig: Rig, db: Db,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_window_after_crash_recovery_is_contiguous(rig: Rig, db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
     """After the roll-forward rerun (a replay of p1), the next window starts strictly after 60."""
     _table(db, rig, 1, 60)
     _crash_before_first_commit(rig, monkeypatch, "p1")
@@ -207,8 +207,9 @@ os._exit(0)
 """
 
 
-def test_killed_process_after_publish_is_rolled_forward(rig: Rig, db: Db,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_killed_process_after_publish_is_rolled_forward(
+    rig: Rig, db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A real process death between publish and the watermark write: lease expires, rerun loads once."""
     import subprocess
     import sys
@@ -217,8 +218,13 @@ def test_killed_process_after_publish_is_rolled_forward(rig: Rig, db: Db,
     _table(db, rig, 1, 40)
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "PYTHONPATH": repo}
-    proc = subprocess.run([sys.executable, "-c", _CHILD, db.url, str(rig.root), db.name],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, db.url, str(rig.root), db.name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 137, proc.stderr[-2000:]
     assert rig.startvalue("orders") == "0"
     assert rig.store.get_intent("orders") is not None
@@ -237,3 +243,21 @@ def test_killed_process_after_publish_is_rolled_forward(rig: Rig, db: Db,
     _table(db, rig, 41, 45, create=False)
     rig.run("orders", "p2")
     assert pairs(rig.partition("orders", "p2"), "id") == [(i,) for i in range(41, 46)]
+
+
+def test_crash_then_hand_edited_startvalue_withdraws_the_uncommitted_window(
+    rig: Rig, db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The roll-forward must not commit a window whose low no longer matches a hand-edited startvalue."""
+    _table(db, rig, 1, 60)
+    _crash_before_first_commit(rig, monkeypatch, "p1")
+    assert rig.lake.read_manifest(db.schema, "orders", "p1") is not None  # published, not committed
+    rig.store.update_entry("orders", {"startvalue": "30"})  # an operator rewinds by hand meanwhile
+    rig.task = rig.new_task(owner="worker-b")
+    result = rig.run("orders", "p1")
+    assert result.recovered and "withdrew" in result.recovered
+    assert result.mode.value == "first" or result.mode.value == "reset"
+    assert pairs(rig.union("orders"), "id") == [(i,) for i in range(30, 61)]  # [30, 60], once each
+    assert rig.startvalue("orders") == "60"
+    assert rig.store.get_intent("orders") is None
+    assert _staging_leftovers(rig, "orders") == []

@@ -13,9 +13,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import sqlalchemy as sa
 
 from delta_platform.core.window import Window
 from delta_platform.engine.base import EngineResult, Progress
+from delta_platform.source.snapshot import open_snapshot
 
 if TYPE_CHECKING:
     from delta_platform.lake import Lake
@@ -50,9 +52,11 @@ class StreamingEngine:
         started = time.monotonic()
         _cap_malloc_retention()
         entry = info.entry
-        with source.snapshot(info) as snap:
-            source_count = int(snap.scalar(source.count_window(info, window)) or 0)
-            null_count = int(snap.scalar(source.count_nulls(info)) or 0) if window.incremental else 0
+        with contextlib.ExitStack() as stack:
+            snap = stack.enter_context(source.snapshot(info))
+            counts = _SnapshotCounts(source, info, window, snap)
+            stack.callback(counts.join)  # never leave the count's connection behind on failure
+            source_count, null_count = counts.now_or_later()
             scan = _sqlite_table_scan(source, snap, info, source_count)
             select = (
                 source.select_window(info, window, table_scan=True)
@@ -74,9 +78,65 @@ class StreamingEngine:
                     if progress:
                         progress(rows)
                 staged = writer.close()
+            source_count, null_count = counts.result()
         return EngineResult(
             self.name, rows, source_count, null_count, staged, info.schema, time.monotonic() - started
         )
+
+
+class _SnapshotCounts:
+    """The window's count and NULL count, read in the rows' own snapshot.
+
+    PostgreSQL: the snapshot is exported and a second connection imports it, so the counts run
+    on the server while the rows stream (the same snapshot, so still the same rows). Elsewhere
+    the counts are read first, on the snapshot's own connection.
+    """
+
+    def __init__(self, source: Source, info: TableInfo, window: Window, snap: Snapshot):
+        self.source, self.info, self.window = source, info, window
+        self.counts: tuple[int, int] | None = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        if source.dialect_name == "postgresql":
+            snapshot_id = str(snap.scalar(sa.select(sa.func.pg_export_snapshot())))
+            self.thread = threading.Thread(
+                target=self._count_shared, args=(snapshot_id,), name="delta-count", daemon=True
+            )
+            self.thread.start()
+        else:
+            self.counts = self._count(snap)
+
+    def _count(self, snap: Snapshot) -> tuple[int, int]:
+        count = int(snap.scalar(self.source.count_window(self.info, self.window)) or 0)
+        nulls = int(snap.scalar(self.source.count_nulls(self.info)) or 0) if self.window.incremental else 0
+        return count, nulls
+
+    def _count_shared(self, snapshot_id: str) -> None:
+        try:
+            with open_snapshot(
+                self.source.engine,
+                self.source.dialect,
+                table=self.info.entry.target_table_name,
+                snapshot_id=snapshot_id,
+            ) as other:
+                self.counts = self._count(other)
+        except BaseException as exc:  # re-raised by result()
+            self.error = exc
+
+    def now_or_later(self) -> tuple[int, int]:
+        """The counts if already known (-1 while they are still being read)."""
+        return self.counts if self.counts is not None else (-1, -1)
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+    def result(self) -> tuple[int, int]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.counts is not None
+        return self.counts
 
 
 #: SQLite reads a window by a table scan once it holds this share of the table's rows or more.

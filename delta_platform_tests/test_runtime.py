@@ -11,17 +11,9 @@ from delta_platform.engine import ChunkedEngine, StreamingEngine, builtin_engine
 from delta_platform.lake import Lake
 from delta_platform.runtime import Runtime
 from delta_platform.store import LocalStore
+from delta_platform_tests.items import gte_item
 
-BASE = {
-    "targetTableName": "t",
-    "activeflag": "true",
-    "sourceSchema": "main",
-    "sourceTable": "t",
-    "filtercolumn": "v",
-    "filteroperator": "gte",
-    "startvalue": "0",
-    "ouputs3Prefix": "/tmp/x",
-}
+BASE = gte_item()
 
 
 def test_engine_choice() -> None:

@@ -19,6 +19,7 @@ from delta_platform.engine.streaming import SQLITE_SCAN_SHARE, _sqlite_table_sca
 from delta_platform.source import Source
 from delta_platform.source.catalog import conform
 from delta_platform.source.snapshot import _sqlite_decimals
+from delta_platform_tests.items import gte_item
 
 
 def _exact(values: list[float | None], target: pa.DataType) -> pa.Array:
@@ -74,18 +75,7 @@ def source(tmp_path: Path) -> Source:
 
 
 def _entry() -> ControlEntry:
-    return ControlEntry.from_item(
-        {
-            "targetTableName": "t",
-            "activeflag": "true",
-            "sourceSchema": "main",
-            "sourceTable": "t",
-            "filtercolumn": "v",
-            "filteroperator": "gte",
-            "startvalue": "0",
-            "ouputs3Prefix": "/tmp/x",
-        }
-    )
+    return ControlEntry.from_item(gte_item())
 
 
 def _window(low: int) -> Window:

@@ -27,11 +27,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import DBS, default_url, exact_amount_sum  # noqa: E402
+from benchmarks.delta_platform_peer import bench_item  # noqa: E402
 from benchmarks.engine_speed import _peak_rss_mb  # noqa: E402
 from benchmarks.tables import ensure_table, source_truth  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMAS = {"postgres": "bench", "mariadb": "bench", "sqlite": "main"}
 CHILD_TIMEOUT_S = 600
 
 
@@ -59,19 +59,7 @@ def child(db: str, method: str, url: str, low: str, high: str, out_dir: str) -> 
     from delta_platform.source import Source
 
     source = Source(url)
-    entry = ControlEntry.from_item(
-        {
-            "targetTableName": "orders",
-            "activeflag": "true",
-            "sourceSchema": SCHEMAS[db],
-            "sourceTable": "orders",
-            "filtercolumn": "updated_at",
-            "filteroperator": "gte",
-            "startvalue": "2000-01-01 00:00:00",
-            "ouputs3Prefix": out_dir,
-            "primaryKey": "id",
-        }
-    )
+    entry = ControlEntry.from_item({**bench_item(db, out_dir, "2000-01-01 00:00:00"), "primaryKey": "id"})
     info = source.describe(entry)
 
     def mark(text: str) -> Watermark:

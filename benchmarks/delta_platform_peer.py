@@ -20,6 +20,22 @@ from delta_platform.store import LocalStore
 SCHEMAS = {"postgres": "bench", "mariadb": "bench", "sqlite": "main"}
 
 
+def bench_item(db: str, out_dir: str, low: str, *, chunk_rows: int | None = None) -> dict[str, Any]:
+    """The control item for the benchmark table: `updated_at >= low`, fenced at MAX."""
+    return {
+        "targetTableName": "orders",
+        "activeflag": "true",
+        "sourceSchema": SCHEMAS[db],
+        "sourceTable": "orders",
+        "filtercolumn": "updated_at",
+        "filteroperator": "gte",
+        "startvalue": low,
+        "ouputs3Prefix": out_dir,
+        # chunked engine: ranges of the primary key read over several connections
+        **({"chunkRows": str(chunk_rows), "primaryKey": "id"} if chunk_rows else {}),
+    }
+
+
 def run_delta_platform(
     db: str,
     url: str,
@@ -37,20 +53,7 @@ def run_delta_platform(
     with tempfile.TemporaryDirectory() as state:
         store = LocalStore(str(Path(state) / "control.db"))
         store.init()
-        store.put_entry(
-            {
-                "targetTableName": "orders",
-                "activeflag": "true",
-                "sourceSchema": SCHEMAS[db],
-                "sourceTable": "orders",
-                "filtercolumn": "updated_at",
-                "filteroperator": "gte",
-                "startvalue": str(low),
-                "ouputs3Prefix": out_dir,
-                # chunked engine: ranges of the primary key read over several connections
-                **({"chunkRows": str(chunk_rows), "primaryKey": "id"} if chunk_rows else {}),
-            }
-        )
+        store.put_entry(bench_item(db, out_dir, str(low), chunk_rows=chunk_rows))
         runtime = Runtime(store, {"default": url})
         result = runtime.task().run("orders", PartitionSpec("bench"), run_id="bench")
         if result.rows != result.source_count:

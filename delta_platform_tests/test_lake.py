@@ -224,14 +224,20 @@ def test_crash_between_moves_rolls_forward(lake: Lake, monkeypatch: pytest.Monke
     assert staged_attempts(lake) == []
 
 
-def test_cleanup_staging_rolls_an_interrupted_publish_forward(
-    lake: Lake, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _interrupted_publish(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> Manifest:
+    """Stage two files of `a1` and crash its publish after the first file moved."""
     m = stage(lake, "a1", typed_table(20), file_rows=10)
     _crash_after_first_move(monkeypatch)
     with pytest.raises(OSError):
         lake.publish(m)
     monkeypatch.undo()
+    return m
+
+
+def test_cleanup_staging_rolls_an_interrupted_publish_forward(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _interrupted_publish(lake, monkeypatch)
     # Deleting this staging folder would lose the second file for good.
     assert lake.cleanup_staging(SRC, TABLE) == ["a1"]
     assert lake.is_complete(SRC, TABLE, KEY)
@@ -261,11 +267,7 @@ def test_crash_before_manifest_leaves_nothing_visible(
 def test_complete_publish_fails_when_a_listed_file_is_gone(
     lake: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    m = stage(lake, "a1", typed_table(20), file_rows=10)
-    _crash_after_first_move(monkeypatch)
-    with pytest.raises(OSError):
-        lake.publish(m)
-    monkeypatch.undo()
+    m = _interrupted_publish(lake, monkeypatch)
     lake.filesystem.delete_file(f"{lake.staging_dir(SRC, TABLE, 'a1')}/{m.files[1].name}")
     with pytest.raises(LakeError, match="neither published nor staged"):
         lake.complete_publish(SRC, TABLE, KEY, "a1")

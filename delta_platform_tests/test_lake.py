@@ -111,6 +111,24 @@ def test_zstd_compression_and_bad_options(lake: Lake) -> None:
         lake.open_writer(SRC, TABLE, "z2", typed_table(1).schema, compression="gzip")
 
 
+def test_dictionaries_only_on_repetitive_columns(lake: Lake) -> None:
+    n = 1000
+    data = pa.table({
+        "id": pa.array(range(n), pa.int64()),  # unique: plain pages
+        "status": pa.array([("new", "paid", "shipped")[i % 3] for i in range(n)]),
+        "customer": pa.array([i % 40 for i in range(n)], pa.int32()),
+        "note": pa.array([f"note {i}" for i in range(n)]),  # unique text: plain pages
+        "empty": pa.array([None] * n, pa.string()),
+    })
+    m = stage(lake, "d1", data)
+    with lake.filesystem.open_input_file(f"{lake.staging_dir(SRC, TABLE, 'd1')}/{m.files[0].name}") as f:
+        group = pq.ParquetFile(f).metadata.row_group(0)
+        dictionary = {group.column(i).path_in_schema: group.column(i).has_dictionary_page
+                      for i in range(group.num_columns)}
+    assert dictionary == {"id": False, "status": True, "customer": True, "note": False, "empty": True}
+    assert lake.publish(m) and lake.read_partition(SRC, TABLE, KEY).to_pylist() == data.to_pylist()
+
+
 def test_rolling_files_and_row_groups(lake: Lake) -> None:
     data = typed_table(25)
     with lake.open_writer(SRC, TABLE, "r1", data.schema, row_group_rows=4, file_rows=10) as w:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from delta_platform.errors import VerificationError
+from delta_platform.errors import SourceError, VerificationError
 from delta_platform_tests.scenarios.harness import Db, Rig, db_fixture, pairs, rig_fixture  # noqa: F401
 
 
@@ -109,3 +109,43 @@ def test_types_arrive_exact(rig: Rig, db: Db) -> None:
     manifest = rig.lake.read_manifest(db.schema, "ty", "p1")
     assert manifest is not None
     assert any("timestamp" in str(c) and "us" in str(c) for c in manifest.schema)
+
+
+EDGES = {  # column type -> values at the edges of what it can hold
+    "NUMERIC(18,0)": ["999999999999999999", "-999999999999999999", "0"],
+    "NUMERIC(18,18)": ["0.999999999999999999", "-0.999999999999999999", "0.000000000000000001"],
+    "NUMERIC(18,4)": ["99999999999999.9999", "-99999999999999.9999", "-0.0001"],
+    "NUMERIC(19,2)": ["99999999999999999.99", "-99999999999999999.99", "0.10"],
+}
+
+
+def test_decimal_edges_arrive_exact(rig: Rig, db: Db) -> None:
+    """Decimals at their extremes, on both sides of PostgreSQL's bigint fast path (p <= 18)."""
+    if db.name == "sqlite":
+        pytest.skip("SQLite keeps such values as REAL; its decimals are covered above")
+    cols = {f"c{i}": t for i, t in enumerate(EDGES)}
+    db.create("edges", {"id": "pk", **cols})
+    rows = [{"id": r + 1, **{c: Decimal(EDGES[t][r]) for c, t in cols.items()}} for r in range(3)]
+    db.insert("edges", [*rows, {"id": 4, **{c: None for c in cols}}])
+    rig.entry("edges", "edges", "id", "0")
+    rig.run("edges", "p1")
+    table = rig.lake.read_partition(db.schema, "edges", "p1")
+    assert [str(table.schema.field(c).type) for c in cols] == [
+        "decimal128(18, 0)", "decimal128(18, 18)", "decimal128(18, 4)", "decimal128(19, 2)"]
+    got = sorted(table.to_pylist(), key=lambda r: r["id"])
+    assert got == [*rows, {"id": 4, **{c: None for c in cols}}]
+    assert [str(got[0][c]) for c in cols] == [EDGES[t][0] for t in EDGES]  # scale kept, not only value
+
+
+def test_decimal_nan_fails_naming_the_table(rig: Rig, db: Db) -> None:
+    """PostgreSQL NUMERIC holds NaN, which no Parquet decimal can: the load fails, nothing lands."""
+    if db.name != "postgresql":
+        pytest.skip("only PostgreSQL's NUMERIC holds NaN")
+    db.create("nan", {"id": "pk", "amount": "NUMERIC(12,2)"})
+    db.insert("nan", [{"id": 1, "amount": Decimal("1.50")}, {"id": 2, "amount": Decimal("NaN")}])
+    rig.entry("nan", "nan", "id", "0")
+    with pytest.raises(SourceError, match="NaN or infinite") as err:
+        rig.run("nan", "p1")
+    assert err.value.table == "nan" and err.value.attribute == "amount"
+    assert rig.lake.list_partitions(db.schema, "nan") == []
+    assert rig.startvalue("nan") == "0"

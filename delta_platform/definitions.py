@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import dagster as dg
 
 from delta_platform.dagster_layer import state
@@ -20,4 +22,21 @@ def make_defs(translator: DeltaTranslator | None = None) -> dg.Definitions:
     return build_defs(items, translator, resources=resources)
 
 
-defs = make_defs()
+def load_code_location() -> dg.Definitions:
+    """`make_defs` without the cyclic garbage collector, whose full passes re-scanned every object of
+    Dagster and of the definitions being built (~0.3 s of a 1,000-table load).
+
+    Building allocates ~200,000 objects that live as long as the code server and almost no cyclic
+    garbage (<100 objects), so the collector is paused while building and everything alive then is
+    frozen (`gc.freeze`): later passes (resolving the jobs, the snapshot, ticks) skip it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return make_defs()
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+defs = load_code_location()

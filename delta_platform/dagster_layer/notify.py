@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.request
 from typing import Protocol
 
 log = logging.getLogger("delta_platform")
@@ -26,6 +25,8 @@ class WebhookNotifier:
         self.url, self.timeout = url, timeout
 
     def notify(self, subject: str, message: str) -> None:
+        import urllib.request  # http.client and email: not needed to load the definitions
+
         body = json.dumps({"subject": subject, "text": f"{subject}\n{message}"}).encode()
         request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=self.timeout):  # noqa: S310 - configured URL

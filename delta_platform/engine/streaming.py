@@ -119,6 +119,10 @@ class _SnapshotCounts:
                 table=self.info.entry.target_table_name,
                 snapshot_id=snapshot_id,
             ) as other:
+                # The count only has to finish before the rows do: parallel workers would take
+                # the server's CPU from the stream it runs beside (measured: 3 processes x 0.18 s
+                # against one process x 0.3 s for 2M rows).
+                other.execute("SET LOCAL max_parallel_workers_per_gather = 0")
                 self.counts = self._count(other)
         except BaseException as exc:  # re-raised by result()
             self.error = exc

@@ -192,6 +192,7 @@ _KNOWN = {
     "engine",
     "maxTxnWaitSeconds",
     "chunkRows",
+    "chunkWorkers",
     "group",
     "description",
 } | RUNTIME_ATTRIBUTES

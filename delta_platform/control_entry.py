@@ -81,6 +81,7 @@ class ControlEntry:
     engine: str | None = None
     max_txn_wait: timedelta = timedelta(seconds=60)
     chunk_rows: int | None = None
+    chunk_workers: int | None = None  # connections of a chunked read; None: one per available core
     group: str | None = None
     description: str | None = None
     start_value_type: str | None = None
@@ -185,6 +186,7 @@ class _Parser:
             engine=self.engine(),
             max_txn_wait=self.seconds("maxTxnWaitSeconds", timedelta(seconds=60)),
             chunk_rows=self.positive_int("chunkRows"),
+            chunk_workers=self.positive_int("chunkWorkers"),
             group=self.text("group", required=False),
             description=self.text("description", required=False),
             start_value_type=self.text("startvalueType", required=False),

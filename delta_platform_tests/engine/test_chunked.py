@@ -307,3 +307,118 @@ def test_a_delta_task_publishes_the_chunks(db: Db, tmp_path: Path) -> None:
         )
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_postgres_integer_key_chunks_scan_their_key_range(db: Db, source: Source, lake: Lake) -> None:
+    """A window holding the table: each chunk is a fenced range of the key's index, rows exact.
+
+    Without the fence the planner scans the cursor's index for every chunk (it cannot see the
+    window's bound values) and every chunk reads the whole window.
+    """
+    db.create("w", {"id": "pk", "at": "ts", "v": "int"})
+    db.insert("w", [{"id": i, "at": T0 + timedelta(seconds=i % 500), "v": i} for i in range(1, 6001)])
+    db.execute(f"CREATE INDEX w_at ON {db.qualified('w')} (at)")
+    db.execute(f"ANALYZE {db.qualified('w')}")
+    item = {
+        "targetTableName": "w",
+        "activeflag": "true",
+        "sourceSchema": db.schema,
+        "sourceTable": "w",
+        "filtercolumn": "at",
+        "filteroperator": "gte",
+        "startvalue": "2000-01-01 00:00:00",
+        "ouputs3Prefix": "/unused",
+        "primaryKey": "id",
+    }
+    info = source.describe(ControlEntry.from_item(item))
+    window = Window(Operator.GTE, low=Bound(Watermark(Kind.TIMESTAMP, T0), False), high=HIGH)
+    engine = ChunkedEngine(chunks=3, workers=2, min_rows_per_chunk=500, batch_rows=700)
+    result = engine.run(source, info, window, lake, "fenced000001")
+    assert result.details["fenced"] is True
+    got = sorted(r["id"] for f in result.staged for r in pq.read_table(f.path, columns=["id"]).to_pylist())
+    expected = [i for i in range(1, 6001) if i % 500]  # at == T0 is below the exclusive low
+    assert got == expected and result.rows_read == result.source_count == len(expected)
+    # The chunk's query is planned on the key's index, not the cursor's.
+    from delta_platform.engine.chunked import _Run
+
+    run = _Run(source, info, window, lake, "x", None, [info.table.c.id], fence=True)
+    stmt = engine._select(run, Chunk(1, (2000,), (4000,)))
+    sql = str(stmt.compile(dialect=source.engine.dialect, compile_kwargs={"literal_binds": True}))
+    with db.engine.connect() as conn:
+        plan = "\n".join(r[0] for r in conn.execute(sa.text(f"EXPLAIN {sql}")))
+    assert "w_pkey" in plan and "w_at" not in plan, plan
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_postgres_small_share_of_the_table_is_not_fenced(db: Db, source: Source, lake: Lake) -> None:
+    """A window that is a small share of an analyzed table keeps the planner's own plan."""
+    db.create("w", {"id": "pk", "at": "ts", "v": "int"})
+    db.insert("w", [{"id": i, "at": T0 - timedelta(days=1), "v": i} for i in range(1, 20001)])
+    db.insert("w", [{"id": i, "at": T0 + timedelta(seconds=i), "v": i} for i in range(20001, 21001)])
+    db.execute(f"ANALYZE {db.qualified('w')}")
+    item = {
+        "targetTableName": "w",
+        "activeflag": "true",
+        "sourceSchema": db.schema,
+        "sourceTable": "w",
+        "filtercolumn": "at",
+        "filteroperator": "gte",
+        "startvalue": "2000-01-01 00:00:00",
+        "ouputs3Prefix": "/unused",
+        "primaryKey": "id",
+    }
+    info = source.describe(ControlEntry.from_item(item))
+    engine = ChunkedEngine(chunks=2, workers=2, min_rows_per_chunk=100)
+    result = engine.run(source, info, WINDOW, lake, "unfenced0001")
+    assert result.details["fenced"] is False and result.rows_read == result.source_count == 1000
+
+
+class _CountThreads(ChunkedEngine):
+    """Records the thread each chunk count runs on."""
+
+    def __init__(self, **kw: Any):
+        super().__init__(**kw)
+        self.count_threads: list[str] = []
+
+    def _count(self, run: Any, chunk: Chunk) -> Any:
+        import threading
+
+        if not chunk.whole:
+            self.count_threads.append(threading.current_thread().name)
+        return super()._count(run, chunk)
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_postgres_checkpointed_chunks_are_counted_on_the_leader(db: Db, source: Source, lake: Lake) -> None:
+    """Checkpointed: every chunk's count is taken in the exported snapshot, off the chunks' path."""
+    from delta_platform.engine.chunked import CHECKPOINT
+
+    _create(db)
+    _insert(db, [(i, f"k{i % 3}", T0 + timedelta(seconds=1 + i // 50)) for i in range(1, 3001)])
+    info = _info(db, source)
+    engine = _CountThreads(chunks=3, workers=2, min_rows_per_chunk=500, batch_rows=200)
+    result = engine.run(source, info, WINDOW, lake, "leadercnt001", checkpoint=True)
+    assert result.rows_read == result.source_count == 3000
+    assert engine.count_threads == ["delta-chunk-count"] * 3
+    doc = lake.read_staged_json(db.schema, "t", "leadercnt001", CHECKPOINT)
+    assert isinstance(doc, dict)
+    done = sorted((int(i), d["rows"], d["count"]) for i, d in doc["done"].items())
+    assert done == [(c["index"], c["rows"], c["rows"]) for c in _ranges(result)]
+
+
+class _Miscounted(ChunkedEngine):
+    """The leader's count of chunk 1 is off by one: the chunk must fail its verification."""
+
+    def _count(self, run: Any, chunk: Chunk) -> Any:
+        stmt = super()._count(run, chunk)
+        return sa.select(stmt.scalar_subquery() + 1) if chunk.index == 1 else stmt
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_postgres_leader_count_mismatch_fails_the_chunk(db: Db, source: Source, lake: Lake) -> None:
+    _create(db)
+    _insert(db, [(i, "k", T0 + timedelta(seconds=1 + i // 50)) for i in range(1, 3001)])
+    engine = _Miscounted(chunks=3, workers=2, min_rows_per_chunk=500, retries=1)
+    with pytest.raises(EngineError, match="chunk 1 failed after 2 attempts.*its snapshot counted"):
+        engine.run(source, _info(db, source), WINDOW, lake, "miscount0001", checkpoint=True)

@@ -88,15 +88,19 @@ class _SnapshotCounts:
     """The window's count and NULL count, read in the rows' own snapshot.
 
     PostgreSQL: the snapshot is exported and a second connection imports it, so the counts run
-    on the server while the rows stream (the same snapshot, so still the same rows). Elsewhere
-    the counts are read first, on the snapshot's own connection.
+    on the server while the rows stream (the same snapshot, so still the same rows). MySQL and
+    MariaDB: the window's count is the server's tally of the rows the stream sent (FOUND_ROWS(),
+    see `MySQLSnapshot.served_rows`), the NULL count is read after the stream. Elsewhere the
+    counts are read first, on the snapshot's own connection.
     """
 
     def __init__(self, source: Source, info: TableInfo, window: Window, snap: Snapshot):
-        self.source, self.info, self.window = source, info, window
+        self.source, self.info, self.window, self.snap = source, info, window, snap
         self.counts: tuple[int, int] | None = None
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
+        if hasattr(snap, "served_rows"):
+            return  # read after the stream, in result()
         if source.dialect_name == "postgresql":
             snapshot_id = str(snap.scalar(sa.select(sa.func.pg_export_snapshot())))
             self.thread = threading.Thread(
@@ -139,7 +143,13 @@ class _SnapshotCounts:
         self.join()
         if self.error is not None:
             raise self.error
-        assert self.counts is not None
+        if self.counts is None:  # the server's tally of the stream just read
+            served = self.snap.served_rows  # type: ignore[attr-defined]
+            if served is None:
+                self.counts = self._count(self.snap)
+            else:
+                nulls = self.source.count_nulls(self.info)
+                self.counts = served, int(self.snap.scalar(nulls) or 0) if self.window.incremental else 0
         return self.counts
 
 

@@ -333,11 +333,18 @@ class MySQLSnapshot(DbapiSnapshot):
         self.lines = lines
         self.packed = packed
         self.session_dirty = False  # a session setting could not be restored
+        #: The server's own tally of the rows the last stream sent (FOUND_ROWS()), once read to
+        #: its end; None before that. It is the window's count in this snapshot at no cost,
+        #: where a COUNT(*) is a second pass (0.5 s per 2M rows on MariaDB) that cannot run
+        #: beside the stream (MySQL cannot share a snapshot between connections).
+        self.served_rows: int | None = None
 
     def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        self.served_rows = None
         packed = mysql_packed.packed_select(stmt, schema) if self.packed else None
         if packed is None:  # a column Arrow cannot parse back exactly from server text
             yield from super().stream(stmt, schema, batch_rows)
+            self.served_rows = int(self._session_value("SELECT FOUND_ROWS()"))
             return
         sql, params = self._compile(packed)
         # The lines are read unconverted (bytes from both drivers, no re-encoding by the
@@ -350,6 +357,8 @@ class MySQLSnapshot(DbapiSnapshot):
             fetch = min(batch_rows, MYSQL_PACKED_ROWS)
             for batch in mysql_packed.parse_all(self.lines(cur, fetch), schema):
                 yield conform(batch, schema, table=self.table)
+            cur.close()  # the result is read; the next statement may run
+            self.served_rows = int(self._session_value("SELECT FOUND_ROWS()"))
         finally:
             with contextlib.suppress(Exception):  # the connection may already be closed
                 cur.close()  # drains the rest of an abandoned result

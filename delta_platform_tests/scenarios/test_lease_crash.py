@@ -261,3 +261,50 @@ def test_crash_then_hand_edited_startvalue_withdraws_the_uncommitted_window(
     assert rig.startvalue("orders") == "60"
     assert rig.store.get_intent("orders") is None
     assert _staging_leftovers(rig, "orders") == []
+
+
+def test_a_reader_that_loses_a_row_publishes_nothing(
+    rig: Rig, db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source's own count catches a row lost between the server and the writer.
+
+    The loss is injected after the driver (the first batch is short by one row), so only a count
+    taken by the server — COUNT(*) in the snapshot, or MySQL's tally of the rows it sent — can
+    tell; a count made from what the client received would agree with the loss.
+    """
+    from delta_platform.errors import VerificationError
+    from delta_platform.source import snapshot
+
+    _table(db, rig, 1, 50)
+    real, dropped = snapshot.conform, []
+
+    def lossy(batch: Any, schema: Any, *, table: str) -> Any:
+        out = real(batch, schema, table=table)
+        if not dropped and out.num_rows:
+            dropped.append(out.slice(0, 1).to_pylist()[0]["id"])
+            return out.slice(1)
+        return out
+
+    monkeypatch.setattr(snapshot, "conform", lossy)
+    dbapi_stream = _lossy_dbapi_stream(snapshot.DbapiSnapshot.stream, dropped)
+    monkeypatch.setattr(snapshot.DbapiSnapshot, "stream", dbapi_stream)
+    with pytest.raises(VerificationError, match="read 49, source count 50"):
+        rig.run("orders", "p1")
+    assert dropped and rig.startvalue("orders") == "0"
+    assert rig.lake.list_partitions(db.schema, "orders") == []
+    monkeypatch.undo()
+    rig.run("orders", "p1")
+    assert pairs(rig.partition("orders", "p1"), "id") == [(i,) for i in range(1, 51)]
+
+
+def _lossy_dbapi_stream(real: Any, dropped: list[Any]) -> Any:
+    """The value-by-value path (no `conform`) losing the first row of its first batch."""
+
+    def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        for batch in real(self, *args, **kwargs):
+            if not dropped and batch.num_rows:
+                dropped.append(batch.slice(0, 1).to_pylist()[0]["id"])
+                batch = batch.slice(1)
+            yield batch
+
+    return stream

@@ -40,6 +40,26 @@ def test_demo_builds_and_code_location_loads(demo_home: Path) -> None:
     assert (inserted, updated) == (10, 5)
 
 
+def test_code_location_builds_with_the_collector_paused(demo_home: Path, monkeypatch) -> None:
+    """The build runs without the cyclic GC, whatever survives is frozen, the GC state is restored."""
+    import gc
+
+    from delta_platform import definitions
+
+    seen: list[bool] = []
+    monkeypatch.setattr(definitions, "make_defs", lambda: seen.append(gc.isenabled()) or dg.Definitions())
+    for was_enabled in (True, False):
+        (gc.enable if was_enabled else gc.disable)()
+        try:
+            defs = definitions.load_code_location()
+            frozen, enabled = gc.get_freeze_count(), gc.isenabled()
+        finally:
+            gc.unfreeze()
+            gc.enable()
+        assert isinstance(defs, dg.Definitions) and frozen > 0 and enabled == was_enabled
+    assert seen == [False, False]
+
+
 def test_run_worker_reads_the_snapshot_not_the_store(demo_home: Path, monkeypatch) -> None:
     path, uri = demo_home / state.SNAPSHOT_NAME, f"sqlite:///{demo_home}/control.db"
     before = state.load_items(uri, path)

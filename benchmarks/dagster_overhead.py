@@ -7,8 +7,9 @@ times have) in a LocalStore in a temp folder, then measures each figure in a fre
 (best of --repeat), so no import or cache of one measurement helps another:
 
 - code location load: `import dagster`, then `import delta_platform.definitions` (scans the
-  store, builds the Definitions), `Definitions.validate_loadable` (resolves every job), and the
-  repository snapshot the code server sends to the webserver;
+  store, builds the Definitions and resolves its repository with the GC paused, see
+  `definitions.load_code_location`), `Definitions.validate_loadable` (validates every job), and
+  the repository snapshot the code server sends to the webserver;
 - one hourly tick: every schedule evaluated at one :10 tick with `build_schedule_context`, the
   RunRequests counted (must equal N) — the repository is loaded before the clock starts, as it is
   in a running code server;

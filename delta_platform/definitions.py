@@ -28,11 +28,15 @@ def load_code_location() -> dg.Definitions:
 
     Building allocates ~200,000 objects that live as long as the code server and almost no cyclic
     garbage (<100 objects), so the collector is paused while building and everything alive then is
-    frozen (`gc.freeze`): later passes (resolving the jobs, the snapshot, ticks) skip it."""
+    frozen (`gc.freeze`): later passes (the snapshot, ticks) skip it. The repository (its jobs,
+    schedules and sensors), which every process that imports this module resolves next anyway, is
+    resolved inside the pause too."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return make_defs()
+        defs = make_defs()
+        defs.get_repository_def().load_all_definitions()
+        return defs
     finally:
         gc.freeze()
         if enabled:

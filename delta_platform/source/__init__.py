@@ -18,7 +18,7 @@ from delta_platform.core.window import Window
 from delta_platform.errors import SourceError
 from delta_platform.source.catalog import arrow_type, cursor_kind
 from delta_platform.source.dialects import Drain, SourceDialect, dialect_for
-from delta_platform.source.snapshot import Snapshot, open_snapshot
+from delta_platform.source.snapshot import TABLE_SCAN_OPTION, Snapshot, open_snapshot
 
 __all__ = ["Probe", "Source", "TableInfo", "Snapshot"]
 
@@ -149,15 +149,19 @@ class Source:
         return sql_predicate(info.cursor, window, lambda mark: self.dialect.bind(mark, info.cursor))
 
     def select_window(self, info: TableInfo, window: Window, *, table_scan: bool = False) -> sa.Select[Any]:
-        """The window's rows; `table_scan` asks SQLite to read the table itself (`NOT INDEXED`).
+        """The window's rows; `table_scan` asks the database to read the table, not an index.
 
         SQLite walks the cursor's index even for a window covering the table, one table lookup
-        per row (1.2-2.2x slower than the scan); the hint changes the plan, never the rows.
-        Other dialects ignore it.
+        per row (1.2-2.2x slower than the scan): the hint is `NOT INDEXED`. PostgreSQL, whose
+        window values reach the planner only as transaction settings, gets the same request
+        as an execution option its snapshot turns into planner settings for the one read
+        (`AdbcSnapshot.stream`). The hint changes the plan, never the rows; other dialects
+        ignore it.
         """
         stmt = sa.select(*info.table.columns).where(self.predicate(info, window))
         if table_scan:
             stmt = stmt.with_hint(info.table, "NOT INDEXED", dialect_name="sqlite")
+            stmt = stmt.execution_options(**{TABLE_SCAN_OPTION: True})
         return stmt
 
     def count_window(self, info: TableInfo, window: Window) -> sa.Select[Any]:

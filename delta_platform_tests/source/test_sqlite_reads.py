@@ -15,7 +15,7 @@ from delta_platform.control_entry import ControlEntry
 from delta_platform.core.operators import Operator
 from delta_platform.core.watermark import Kind, Watermark
 from delta_platform.core.window import Bound, Window
-from delta_platform.engine.streaming import SQLITE_SCAN_SHARE, _sqlite_table_scan
+from delta_platform.engine.streaming import SQLITE_SCAN_SHARE, _table_scan
 from delta_platform.source import Source
 from delta_platform.source.catalog import conform
 from delta_platform.source.snapshot import _sqlite_decimals
@@ -90,7 +90,7 @@ def test_table_scan_only_for_windows_covering_a_third_and_same_rows(source: Sour
         for low, expect_scan in ((0, True), (2100, False), (3000 - int(3000 * SQLITE_SCAN_SHARE) - 1, True)):
             window = _window(low)
             count = int(snap.scalar(source.count_window(info, window)))
-            assert _sqlite_table_scan(source, snap, info, count) is expect_scan
+            assert _table_scan(source, snap, info, source.select_window(info, window), count) is expect_scan
             scanned = [
                 r
                 for b in snap.stream(source.select_window(info, window, table_scan=True), info.schema, 1000)

@@ -54,10 +54,11 @@ _PG_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?")  # pg_expor
 MYSQL_READER = os.environ.get("DELTA_PLATFORM_MYSQL_READER", "auto")
 #: Read MySQL/MariaDB windows as packed CSV lines when the columns allow it.
 MYSQL_PACKED = os.environ.get("DELTA_PLATFORM_MYSQL_PACKED", "1") != "0"
-#: Rows per packed fetch: a batch lives as Python bytes (one per row, then joined) before Arrow
-#: parses it, so it is capped lower than the engine's batch_rows (peak RSS 419 -> 342 MB at 1M
-#: rows, no loss of speed).
-MYSQL_PACKED_ROWS = 65536
+#: Rows per packed fetch: a batch lives as Python bytes (one per row, then joined) and as Arrow's
+#: parse buffers before it reaches the writer, so it is far smaller than the engine's batch_rows.
+#: 2M rows on MariaDB (`benchmarks/memory_profile.py --db mariadb`): 65,536 rows 277 MB peak,
+#: 2.16 s client CPU; 16,384 226 MB, 1.96 s; 8,192 202 MB, 1.83-1.93 s; 4,096 221 MB, 2.02 s.
+MYSQL_PACKED_ROWS = 8192
 
 
 class _SQLiteHintCompiler(SQLiteCompiler):

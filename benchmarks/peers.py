@@ -231,7 +231,8 @@ def pg_adbc_cast_thread(ctx: Ctx) -> PeerResult:
     return summarize(ctx.out_dir)
 
 
-def _cx(ctx: Ctx, conn: str, **kw: Any) -> PeerResult:
+def _cx(ctx: Ctx, conn: str, *, our_writer: bool = False, **kw: Any) -> PeerResult:
+    """connectorx, written with pyarrow's defaults or (`our_writer`) delta_platform's dictionary choice."""
     import connectorx as cx
 
     sql = select_sql(ctx.db, window=ctx.window)
@@ -239,7 +240,12 @@ def _cx(ctx: Ctx, conn: str, **kw: Any) -> PeerResult:
         write_stream(cx.read_sql(conn, sql, **kw), ctx.out_file)
     else:
         table = cx.read_sql(conn, sql, return_type="arrow", **kw)
-        pq.write_table(table, ctx.out_file, compression="snappy", row_group_size=ROW_GROUP_ROWS)
+        extra: dict[str, Any] = {}
+        if our_writer:
+            from delta_platform.manifest import dictionary_columns
+
+            extra["use_dictionary"] = dictionary_columns(table)
+        pq.write_table(table, ctx.out_file, compression="snappy", row_group_size=ROW_GROUP_ROWS, **extra)
     return summarize(ctx.out_dir)
 
 
@@ -259,6 +265,11 @@ def _register_cx(db: str) -> None:
     def cx_arrow_2p(ctx: Ctx) -> PeerResult:
         """connectorx, two partitions on id."""
         return _cx(ctx, _cx_url(ctx), partition_on="id", partition_num=2)
+
+    @peer(db, "connectorx_2_partitions_our_writer", ["connectorx", "delta_platform.manifest"])
+    def cx_arrow_2p_our_writer(ctx: Ctx) -> PeerResult:
+        """connectorx, two partitions, Parquet dictionaries chosen as delta_platform chooses them."""
+        return _cx(ctx, _cx_url(ctx), our_writer=True, partition_on="id", partition_num=2)
 
 
 for _db in ("postgres", "mariadb", "sqlite"):

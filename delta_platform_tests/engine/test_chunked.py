@@ -28,6 +28,7 @@ from delta_platform.engine.chunked import Chunk
 from delta_platform.errors import EngineError
 from delta_platform.lake import Lake
 from delta_platform.source import Source, TableInfo
+from delta_platform_tests.items import gte_item
 from delta_platform_tests.scenarios.harness import Db, db_fixture, make_source  # noqa: F401
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, 123456)
@@ -309,6 +310,14 @@ def test_a_delta_task_publishes_the_chunks(db: Db, tmp_path: Path) -> None:
         rig.close()
 
 
+def _w_entry(db: Db) -> ControlEntry:
+    """Table `w` of `db`, loaded on `at`, chunked on `id`."""
+    return ControlEntry.from_item(gte_item(
+        targetTableName="w", sourceSchema=db.schema, sourceTable="w", filtercolumn="at",
+        startvalue="2000-01-01 00:00:00", primaryKey="id",
+    ))
+
+
 @pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_postgres_integer_key_chunks_scan_their_key_range(db: Db, source: Source, lake: Lake) -> None:
     """A window holding the table: each chunk is a fenced range of the key's index, rows exact.
@@ -320,18 +329,7 @@ def test_postgres_integer_key_chunks_scan_their_key_range(db: Db, source: Source
     db.insert("w", [{"id": i, "at": T0 + timedelta(seconds=i % 500), "v": i} for i in range(1, 6001)])
     db.execute(f"CREATE INDEX w_at ON {db.qualified('w')} (at)")
     db.execute(f"ANALYZE {db.qualified('w')}")
-    item = {
-        "targetTableName": "w",
-        "activeflag": "true",
-        "sourceSchema": db.schema,
-        "sourceTable": "w",
-        "filtercolumn": "at",
-        "filteroperator": "gte",
-        "startvalue": "2000-01-01 00:00:00",
-        "ouputs3Prefix": "/unused",
-        "primaryKey": "id",
-    }
-    info = source.describe(ControlEntry.from_item(item))
+    info = source.describe(_w_entry(db))
     window = Window(Operator.GTE, low=Bound(Watermark(Kind.TIMESTAMP, T0), False), high=HIGH)
     engine = ChunkedEngine(chunks=3, workers=2, min_rows_per_chunk=500, batch_rows=700)
     result = engine.run(source, info, window, lake, "fenced000001")
@@ -357,18 +355,7 @@ def test_postgres_small_share_of_the_table_is_not_fenced(db: Db, source: Source,
     db.insert("w", [{"id": i, "at": T0 - timedelta(days=1), "v": i} for i in range(1, 20001)])
     db.insert("w", [{"id": i, "at": T0 + timedelta(seconds=i), "v": i} for i in range(20001, 21001)])
     db.execute(f"ANALYZE {db.qualified('w')}")
-    item = {
-        "targetTableName": "w",
-        "activeflag": "true",
-        "sourceSchema": db.schema,
-        "sourceTable": "w",
-        "filtercolumn": "at",
-        "filteroperator": "gte",
-        "startvalue": "2000-01-01 00:00:00",
-        "ouputs3Prefix": "/unused",
-        "primaryKey": "id",
-    }
-    info = source.describe(ControlEntry.from_item(item))
+    info = source.describe(_w_entry(db))
     engine = ChunkedEngine(chunks=2, workers=2, min_rows_per_chunk=100)
     result = engine.run(source, info, WINDOW, lake, "unfenced0001")
     assert result.details["fenced"] is False and result.rows_read == result.source_count == 1000

@@ -19,6 +19,6 @@ test: install
 
 bench: $(BIN)/python
 	$(BIN)/pip install -q -e ".[bench]"
-	$(BIN)/python benchmarks/engine_speed.py --db postgres --rows 1000000
+	$(BIN)/python benchmarks/engine_speed.py --db postgres --rows 2000000
 
 .PHONY: install demo test bench

@@ -71,7 +71,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from delta_platform.core.window import Window
 from delta_platform.engine.base import EngineResult, Progress
 from delta_platform.engine.chunks import Chunk
-from delta_platform.engine.streaming import StreamingEngine, _prefetch
+from delta_platform.engine.streaming import StreamingEngine, _cap_malloc_retention, _prefetch
 from delta_platform.errors import EngineError
 from delta_platform.manifest import StagedFile, part_pattern, schema_to_json
 from delta_platform.source.snapshot import Snapshot, open_snapshot
@@ -89,6 +89,10 @@ CHECKPOINT_VERSION = 1
 #: k x window rows >= this share x the table's rows (pg_class.reltuples): the k cursor-index
 #: scans would then read more than one pass over the key's index.
 FENCE_SHARE = 1.0
+#: Smallest per-chunk read batch and Parquet row group: below these, per-batch overheads and
+#: small row groups (slower scans for readers) cost more than the memory they save.
+_MIN_CHUNK_BATCH = 64 * 1024
+_MIN_CHUNK_ROW_GROUP = 128 * 1024
 
 log = logging.getLogger("delta_platform")
 
@@ -226,9 +230,13 @@ class ChunkedEngine:
         min_rows_per_chunk: int = 250_000,
         retries: int = 2,
         batch_rows: int = 256 * 1024,
-        row_group_rows: int = 512 * 1024,
-        queue_depth: int = 4,
+        row_group_rows: int = 256 * 1024,
+        queue_depth: int = 2,
     ):
+        """`batch_rows` and `row_group_rows` are what one stream would use; each of W concurrent
+        chunks gets 1/W of them (at least `_MIN_CHUNK_BATCH` / `_MIN_CHUNK_ROW_GROUP`), so the
+        buffers of W readers and writers together stay near one stream's (peak RSS, 2M rows,
+        2 workers: PostgreSQL 409 -> see README, SQLite 516 -> see README)."""
         if chunks < 1 or (workers is not None and workers < 1) or min_rows_per_chunk < 1 or retries < 0:
             raise ValueError("need chunks >= 1, workers >= 1, min_rows_per_chunk >= 1, retries >= 0")
         self.chunks = chunks
@@ -261,6 +269,7 @@ class ChunkedEngine:
     ) -> EngineResult:
         """Read the window; with `checkpoint`, resume the attempt's checkpoint or start one."""
         started = time.monotonic()
+        _cap_malloc_retention()  # each chunk's thread frees what another allocated, as in a stream
         entry = info.entry
         shared = source.dialect_name == "postgresql"
         streaming = StreamingEngine(self.batch_rows, self.row_group_rows, self.queue_depth)
@@ -622,7 +631,8 @@ class ChunkedEngine:
                         count = -1  # counted on the leader's connection (`_LeaderCounter`)
                     else:
                         count = int(snap.scalar(self._count(run, chunk)) or 0)
-                    batches = snap.stream(self._select(run, chunk), run.info.schema, self.batch_rows)
+                    batch_rows = self._share(self.batch_rows, _MIN_CHUNK_BATCH)
+                    batches = snap.stream(self._select(run, chunk), run.info.schema, batch_rows)
                     with self._writer(run, files) as writer:
                         for batch in _prefetch(batches, self.queue_depth):
                             if run.stop.is_set():
@@ -657,6 +667,10 @@ class ChunkedEngine:
             table=table,
         ) from last
 
+    def _share(self, rows: int, floor: int) -> int:
+        """One concurrent chunk's share of a per-stream buffer size."""
+        return min(rows, max(floor, rows // max(1, self.workers)))
+
     @contextlib.contextmanager
     def _snapshot(self, run: _Run, leader: Snapshot | None) -> Iterator[Snapshot]:
         if leader is not None:
@@ -679,7 +693,7 @@ class ChunkedEngine:
             entry.target_table_name,
             run.attempt_id,
             run.info.schema,
-            row_group_rows=self.row_group_rows,
+            row_group_rows=self._share(self.row_group_rows, _MIN_CHUNK_ROW_GROUP),
         )
         reserve: Callable[[], tuple[str, str]] = writer._reserve  # noqa: SLF001
 

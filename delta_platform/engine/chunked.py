@@ -236,7 +236,8 @@ class ChunkedEngine:
         """`batch_rows` and `row_group_rows` are what one stream would use; each of W concurrent
         chunks gets 1/W of them (at least `_MIN_CHUNK_BATCH` / `_MIN_CHUNK_ROW_GROUP`), so the
         buffers of W readers and writers together stay near one stream's (peak RSS, 2M rows,
-        2 workers: PostgreSQL 409 -> see README, SQLite 516 -> see README)."""
+        2 workers, `engine_speed.py`: PostgreSQL 409 -> 305-330 MB, SQLite 516 -> 350-370 MB,
+        at the same speed)."""
         if chunks < 1 or (workers is not None and workers < 1) or min_rows_per_chunk < 1 or retries < 0:
             raise ValueError("need chunks >= 1, workers >= 1, min_rows_per_chunk >= 1, retries >= 0")
         self.chunks = chunks

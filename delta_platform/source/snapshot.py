@@ -25,7 +25,7 @@ from sqlalchemy.sql.elements import BindParameter, Cast
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from delta_platform.errors import SourceError
-from delta_platform.source import mysql_packed
+from delta_platform.source import mysql_binary, mysql_packed
 from delta_platform.source.catalog import conform
 from delta_platform.source.dialects import READER_APP, SourceDialect
 
@@ -59,6 +59,13 @@ MYSQL_PACKED = os.environ.get("DELTA_PLATFORM_MYSQL_PACKED", "1") != "0"
 #: 2M rows on MariaDB (`benchmarks/memory_profile.py --db mariadb`): 65,536 rows 277 MB peak,
 #: 2.16 s client CPU; 16,384 226 MB, 1.96 s; 8,192 202 MB, 1.83-1.93 s; 4,096 221 MB, 2.02 s.
 MYSQL_PACKED_ROWS = 8192
+#: Read MySQL/MariaDB windows over the binary protocol (`mysql_binary`, a C extension) when it is
+#: built, the connection is mysqlclient and every column is read exactly that way: "auto"
+#: (default), "0" (never: packed, then per-value), "1" (always; a read it cannot take fails).
+MYSQL_BINARY = os.environ.get("DELTA_PLATFORM_MYSQL_BINARY", "auto")
+#: Rows per binary fetch: the C reader fills compact Arrow buffers (about the row's wire size),
+#: so batches can be much larger than packed ones.
+MYSQL_BINARY_ROWS = 65536
 
 
 class _SQLiteHintCompiler(SQLiteCompiler):
@@ -384,10 +391,13 @@ class DbapiSnapshot:
 
 
 class MySQLSnapshot(DbapiSnapshot):
-    """A consistent-snapshot transaction on MySQL/MariaDB; windows are read as packed CSV lines.
+    """A consistent-snapshot transaction on MySQL/MariaDB.
 
-    `lines` reads an executed server-side cursor as lists of packed lines (pymysql needs its
-    packet-level reader; mysqlclient's fetchmany is already C).
+    A window is read over the binary protocol when it can be (`mysql_binary`: a prepared
+    statement on this same connection, decoded in C), else as packed CSV lines
+    (`mysql_packed`), else value by value. `lines` reads an executed server-side cursor as lists
+    of packed lines (pymysql needs its packet-level reader; mysqlclient's fetchmany is already C).
+    `last_path` names the path the last `stream` took ("binary", "packed" or "values").
     """
 
     def __init__(
@@ -398,24 +408,35 @@ class MySQLSnapshot(DbapiSnapshot):
         server_side_cursor: Any,
         lines: Callable[[Any, int], Iterator[list[bytes]]],
         packed: bool = True,
+        binary: str = "auto",
     ):
         super().__init__(raw, dialect, table, server_side_cursor)
         self.lines = lines
         self.packed = packed
+        self.binary = binary
+        self.last_path: str | None = None
         self.session_dirty = False  # a session setting could not be restored
         #: The server's own tally of the rows the last stream sent (FOUND_ROWS()), once read to
         #: its end; None before that. It is the window's count in this snapshot at no cost,
         #: where a COUNT(*) is a second pass (0.5 s per 2M rows on MariaDB) that cannot run
         #: beside the stream (MySQL cannot share a snapshot between connections).
         self.served_rows: int | None = None
+        self._qmark: sa.Dialect | None = None
 
     def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
         self.served_rows = None
+        self.last_path = None
+        read = self._binary_read(stmt, schema)
+        if read is not None:
+            yield from self._stream_binary(read, schema, batch_rows)
+            return
         packed = mysql_packed.packed_select(stmt, schema) if self.packed else None
         if packed is None:  # a column Arrow cannot parse back exactly from server text
+            self.last_path = "values"
             yield from super().stream(stmt, schema, batch_rows)
             self.served_rows = int(self._session_value("SELECT FOUND_ROWS()"))
             return
+        self.last_path = "packed"
         sql, params = self._compile(packed)
         # The lines are read unconverted (bytes from both drivers, no re-encoding by the
         # connection charset); the session's setting is put back for the snapshot's other reads.
@@ -436,6 +457,52 @@ class MySQLSnapshot(DbapiSnapshot):
                 self._session_value("SET character_set_results = %s", (previous,))
             except Exception:
                 self.session_dirty = True  # the pooled connection must not be reused
+
+    def _binary_read(self, stmt: sa.Select[Any], schema: pa.Schema) -> mysql_binary.BinaryRead | None:
+        """The window's prepared statement, executed, or None when the binary path does not apply.
+
+        Nothing runs before the plan (catalog types) and the prepared statement's result
+        metadata agree, so a refusal leaves the snapshot as it was for the other paths.
+        """
+        if self.binary == "0":
+            return None
+        why = None
+        if not mysql_binary.available():
+            why = mysql_binary.UNAVAILABLE
+        elif not mysql_binary.is_mysqlclient(self.raw):
+            why = "the connection is not mysqlclient"
+        elif self.raw.character_set_name() != "utf8mb4":
+            why = "the connection character set is not utf8mb4"
+        columns = mysql_binary.plan(stmt, schema) if why is None else None
+        if why is None and columns is None:
+            why = "a column type is not read exactly over the binary protocol"
+        if why is None:
+            if self._qmark is None:
+                self._qmark = mysql_binary.qmark_dialect(self.dialect)
+            sql, params = mysql_binary.compile_qmark(stmt, self._qmark)
+            # Text arrives in character_set_results: utf8mb4 (the connection's own charset).
+            if self._session_value("SELECT @@session.character_set_results") != "utf8mb4":
+                why = "character_set_results is not utf8mb4"
+        if why is None:
+            try:
+                return mysql_binary.BinaryRead(self.raw, sql, params, columns, schema, table=self.table)
+            except mysql_binary.Unsupported as exc:
+                why = f"the result's columns differ from the catalog ({exc.args[0]})"
+        if self.binary == "1":
+            raise SourceError(f"binary-protocol read required but not possible: {why}", table=self.table)
+        return None
+
+    def _stream_binary(
+        self, read: mysql_binary.BinaryRead, schema: pa.Schema, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        self.last_path = "binary"
+        try:
+            for batch in read.batches(min(batch_rows, MYSQL_BINARY_ROWS)):
+                yield conform(batch, schema, table=self.table)  # already the schema: a check
+            read.close()  # the result is read; the next statement may run
+            self.served_rows = int(self._session_value("SELECT FOUND_ROWS()"))
+        finally:
+            read.close()  # drains the rest of an abandoned result; idempotent
 
     def _session_value(self, sql: str, params: tuple[Any, ...] | None = None) -> Any:
         cur = self.raw.cursor()
@@ -580,7 +647,9 @@ def _mysql_snapshot(engine: sa.Engine, dialect: SourceDialect, table: str) -> It
         cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         cur.close()
-        snap = MySQLSnapshot(dbapi, engine.dialect, table, server_side, lines, packed=MYSQL_PACKED)
+        snap = MySQLSnapshot(
+            dbapi, engine.dialect, table, server_side, lines, packed=MYSQL_PACKED, binary=MYSQL_BINARY
+        )
         yield snap
     finally:
         if direct is not None:

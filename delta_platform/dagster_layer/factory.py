@@ -4,7 +4,6 @@
 # The engine, lake and pyarrow are imported inside the asset body: the code server only builds
 # definitions and must not pay for them (see benchmarks/dagster_overhead.py).
 
-import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,26 +56,34 @@ def parse_items(items: Iterable[Mapping[str, Any]]) -> ParsedEntries:
     return out
 
 
-def _load_signature(context: dg.AssetExecutionContext, delta: DeltaPlatformResource):
-    """The signature every table's asset function has, computed once (see `load_asset`)."""
-
-
-_LOAD_SIGNATURE = inspect.signature(_load_signature)
+#: Shared by every table's op: Dagster resolves an `In`/`Out`'s type when it is created and again
+#: for each op it goes into, so one object per role instead of one per table (11 resolutions per
+#: table with `@multi_asset`, 4 here).
+_SOURCE_IN = dg.In(dg.Nothing)
+_ASSET_OUT = dg.Out(dg.Nothing)
+_CHECK_OUT = dg.Out()
 
 
 def load_asset(entry: ControlEntry, translator: DeltaTranslator, *, pool: str = POOL) -> dg.AssetsDefinition:
-    """One multi_asset per table: its own retries, checks and a slot in the concurrency pool.
+    """One asset per table, in its own op: its own retries, checks and a slot in the concurrency pool.
 
-    Dagster inspects the function's signature ~16 times per asset (a third of the build time for
-    1,000 tables); `__signature__`, which `inspect.signature` honours, hands it the one computed
-    at import, equal to the function's own (tested)."""
+    Built as `OpDefinition` + `AssetsDefinition` rather than with `@multi_asset`, which builds the
+    same objects (names, types, required outputs; equal asset specs and checks, tested) but
+    inspects the function ~16 times, validates its parameters against the deps and builds and
+    resolves a fresh `In`/`Out` per input and output: 0.6 ms a table, half the build of 1,000.
+    The compute function takes `(context, inputs)`, Dagster's form for a directly built op, and
+    reads the resource from `context.resources`."""
     spec = translator.get_asset_spec(entry)
     key = spec.key
     table = entry.name
+    out = key.to_python_identifier()
+    check_specs = checks.check_specs(key)
+    ins = {dep.asset_key.to_python_identifier(): dep.asset_key for dep in spec.deps}
 
-    def _load(context: dg.AssetExecutionContext, delta: DeltaPlatformResource):
+    def _load(context: dg.AssetExecutionContext, inputs: Mapping[str, Any]):
         from delta_platform.delta_task import PartitionSpec
 
+        delta: DeltaPlatformResource = context.resources.delta
         window = context.partition_time_window
         task = delta.delta_task()
         result = task.run(table, PartitionSpec(context.partition_key, window.start, window.end),
@@ -92,9 +99,15 @@ def load_asset(entry: ControlEntry, translator: DeltaTranslator, *, pool: str = 
             result, f"{current.source_schema}.{table}", preview))
         yield from checks.evaluate(current, task.store, lake, key, result.partition_key)
 
-    _load.__signature__ = _LOAD_SIGNATURE  # type: ignore[attr-defined]
-    return dg.multi_asset(name=f"load_{op_name(entry)}", specs=[spec], check_specs=checks.check_specs(key),
-                          pool=pool)(_load)
+    asset_out = _ASSET_OUT if spec.code_version is None and not spec.skippable else dg.Out(
+        dg.Nothing, is_required=not spec.skippable, code_version=spec.code_version)
+    op = dg.OpDefinition(
+        compute_fn=_load, name=f"load_{op_name(entry)}", ins=dict.fromkeys(ins, _SOURCE_IN),
+        outs={out: asset_out, **{f"{out}_{c.name}": _CHECK_OUT for c in check_specs}},
+        required_resource_keys={"delta"}, pool=pool)
+    return dg.AssetsDefinition(node_def=op, keys_by_input_name=ins, keys_by_output_name={out: key},
+                               specs=[spec], check_specs_by_output_name={
+                                   f"{out}_{c.name}": c for c in check_specs})
 
 
 def first_rows(lake: "Lake", entry: ControlEntry, partition_key: str) -> "pa.Table | None":

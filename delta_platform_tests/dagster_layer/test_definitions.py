@@ -12,7 +12,7 @@ import pytest
 from delta_platform import demo
 from delta_platform.control_entry import ControlEntry
 from delta_platform.dagster_layer import DeltaTranslator, state
-from delta_platform.dagster_layer.resources import resources_for_env
+from delta_platform.dagster_layer.resources import DeltaPlatformResource, resources_for_env
 from delta_platform_tests.dagster_layer.conftest import Platform
 
 
@@ -133,14 +133,54 @@ def test_dms_engine_plugs_in_as_a_nested_resource(platform: Platform) -> None:
     assert delta.model_copy(update={"engine": "dms", "dms": FakeDms()}).engine_for(entry) == "dms-engine"
 
 
-def test_shared_signature_is_the_asset_functions_own(platform: Platform) -> None:
-    """`load_asset` hands Dagster a precomputed `__signature__`; it must match the real function."""
+def _as_multi_asset(entry: ControlEntry, translator: DeltaTranslator) -> dg.AssetsDefinition:
+    """What `load_asset` built before it built the op directly: the reference it must equal."""
+    from delta_platform.dagster_layer import checks, factory
+
+    spec = translator.get_asset_spec(entry)
+
+    @dg.multi_asset(name=f"load_{factory.op_name(entry)}", specs=[spec],
+                    check_specs=checks.check_specs(spec.key), pool=factory.POOL)
+    def _load(context, delta: DeltaPlatformResource):
+        yield from ()
+
+    return _load
+
+
+@pytest.mark.parametrize("cadence", ["hourly", "daily"])
+def test_directly_built_asset_equals_the_multi_asset(platform: Platform, cadence: str) -> None:
+    """`load_asset` skips `@multi_asset`; the asset, its checks, deps and op must come out the same."""
     from delta_platform.dagster_layer import factory
 
-    entry = ControlEntry.from_item(platform.entry("orders_s3", "row_id", "0"))
-    fn = factory.load_asset(entry, DeltaTranslator()).op.compute_fn.decorated_fn
-    code = fn.__code__
-    assert list(code.co_varnames[:code.co_argcount]) == list(factory._LOAD_SIGNATURE.parameters)
-    assert {k: v for k, v in fn.__annotations__.items() if k != "return"} == {
-        name: p.annotation for name, p in factory._LOAD_SIGNATURE.parameters.items()}
-    assert fn.__signature__ is factory._LOAD_SIGNATURE
+    class Renamed(DeltaTranslator):  # a subclass's spec (extra dep, other key) is honoured too
+        def get_asset_spec(self, entry: ControlEntry) -> dg.AssetSpec:
+            spec = super().get_asset_spec(entry)
+            return spec.replace_attributes(key=spec.key.with_prefix("lake"),
+                                           deps=[*spec.deps, dg.AssetKey(["ref", "calendar"])])
+
+    entry = ControlEntry.from_item({**platform.entry("orders_s3", "row_id", "0"),
+                                    "partitionCadence": cadence})
+    for translator in (DeltaTranslator({"default": "sqlite"}), Renamed()):
+        mine, ref = factory.load_asset(entry, translator), _as_multi_asset(entry, translator)
+        assert list(mine.specs) == list(ref.specs)
+        assert list(mine.check_specs) == list(ref.check_specs)
+        assert mine.partitions_def == ref.partitions_def and mine.keys == ref.keys
+        assert set(mine.keys_by_input_name.values()) == set(ref.keys_by_input_name.values())
+        assert (mine.can_subset, mine.execution_type, mine.backfill_policy) == (
+            ref.can_subset, ref.execution_type, ref.backfill_policy)
+        assert {k: mine.get_partition_mapping(k) for k in mine.dependency_keys} == {
+            k: ref.get_partition_mapping(k) for k in ref.dependency_keys}
+        op, ref_op = mine.node_def, ref.node_def
+        assert (op.name, op.pool, op.required_resource_keys, op.tags, op.retry_policy) == (
+            ref_op.name, ref_op.pool, ref_op.required_resource_keys, ref_op.tags, ref_op.retry_policy)
+
+        def outputs(a: dg.AssetsDefinition) -> dict:
+            by_name = {o.name: o for o in a.node_def.output_defs}
+            keys = {**a.node_keys_by_output_name,
+                    **{n: s.key for n, s in a.check_specs_by_output_name.items()}}
+            return {keys[n]: (o.dagster_type.display_name, o.is_required, o.io_manager_key)
+                    for n, o in by_name.items()}
+
+        assert outputs(mine) == outputs(ref)
+        assert [(i.dagster_type.display_name) for i in op.input_defs] == [
+            i.dagster_type.display_name for i in ref_op.input_defs]

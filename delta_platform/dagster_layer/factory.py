@@ -61,7 +61,7 @@ def parse_items(items: Iterable[Mapping[str, Any]]) -> ParsedEntries:
 #: table with `@multi_asset`, 4 here).
 _SOURCE_IN = dg.In(dg.Nothing)
 _ASSET_OUT = dg.Out(dg.Nothing)
-_CHECK_OUT = dg.Out()
+_CHECK_OUT = dg.Out(dg.Any)  # what Dagster infers for an unannotated output, resolved once
 
 
 def load_asset(entry: ControlEntry, translator: DeltaTranslator, *, pool: str = POOL) -> dg.AssetsDefinition:

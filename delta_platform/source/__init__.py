@@ -16,9 +16,10 @@ from delta_platform.core.predicate import sql_predicate
 from delta_platform.core.watermark import Kind, Watermark
 from delta_platform.core.window import Window
 from delta_platform.errors import SourceError
+from delta_platform.source import pg_connections
 from delta_platform.source.catalog import arrow_type, cursor_kind
 from delta_platform.source.dialects import Drain, SourceDialect, dialect_for
-from delta_platform.source.snapshot import TABLE_SCAN_OPTION, Snapshot, open_snapshot
+from delta_platform.source.snapshot import TABLE_SCAN_OPTION, Snapshot, adbc_uri, open_snapshot
 
 __all__ = ["Probe", "Source", "TableInfo", "Snapshot"]
 
@@ -108,6 +109,8 @@ class Source:
 
     def describe(self, entry: ControlEntry) -> TableInfo:
         """Reflect the table and resolve the cursor column (or expression) and its kind."""
+        if self.dialect_name == "postgresql":
+            pg_connections.warm(adbc_uri(self.engine.url))  # the reader's connections, meanwhile
         name = entry.target_table_name
         table = self.reflect(entry.source_schema, entry.source_table, table_name=name)
         fields = [

@@ -25,7 +25,7 @@ from sqlalchemy.sql.elements import BindParameter, Cast
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from delta_platform.errors import SourceError
-from delta_platform.source import mysql_binary, mysql_packed
+from delta_platform.source import mysql_binary, mysql_packed, pg_connections
 from delta_platform.source.catalog import conform
 from delta_platform.source.dialects import READER_APP, SourceDialect
 
@@ -550,9 +550,7 @@ def open_snapshot(
     if snapshot_id is not None and (name != "postgresql" or not _PG_SNAPSHOT_ID.fullmatch(snapshot_id)):
         raise ValueError(f"cannot import snapshot {snapshot_id!r} on {name}")
     if name == "postgresql":
-        import adbc_driver_postgresql.dbapi as pg
-
-        conn = pg.connect(adbc_uri(engine.url), autocommit=False)
+        conn = pg_connections.connect(adbc_uri(engine.url))
         try:
             snap = AdbcSnapshot(conn, _PG_NUMERIC, table)
             snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

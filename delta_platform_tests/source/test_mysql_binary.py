@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from delta_platform.errors import SourceError
 from delta_platform.source import mysql_binary, snapshot
-from delta_platform.source.catalog import arrow_type
 from delta_platform.source.dialects import MySQLDialect
+from delta_platform_tests.source.maria import create_table
 
 pytestmark = [
     pytest.mark.mariadb,
@@ -158,28 +158,6 @@ def _truth(rows: list[dict[str, Any]], schema: pa.Schema) -> dict[str, list[Any]
     return out
 
 
-@pytest.fixture
-def maria(mariadb_admin: sa.Engine, mariadb_schema: str) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(mariadb_admin.url.set(database=mariadb_schema))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _table(engine: sa.Engine, ddl: str, name: str, rows: list[dict[str, Any]]) -> tuple[sa.Table, pa.Schema]:
-    with engine.begin() as conn:
-        conn.exec_driver_sql("SET SESSION time_zone = '+00:00'")
-        conn.exec_driver_sql(ddl)
-        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
-        if rows:
-            conn.execute(table.insert(), rows)
-    schema = pa.schema(
-        [pa.field(c.name, arrow_type(c.type, "mysql", table=name, column=c.name)) for c in table.columns]
-    )
-    return table, schema
-
-
 def _read(
     engine: sa.Engine,
     stmt: sa.Select[Any],
@@ -204,7 +182,7 @@ def _read(
 
 def test_every_supported_type_round_trips_exactly(maria: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = _rows()
-    table, schema = _table(maria, DDL, "kinds", rows)
+    table, schema = create_table(maria, DDL, "kinds", rows)
     stmt = sa.select(*table.columns)
     assert mysql_binary.plan(stmt, schema) is not None, "every column is read over the binary protocol"
     got, served = _read(maria, stmt, schema, monkeypatch, path="binary")
@@ -224,7 +202,7 @@ def test_binary_equals_packed_path(
     maria: sa.Engine, batch_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = [r for r in _rows() if "\x00" not in (r["s"] or "")]  # CSV lines cannot hold NUL in text
-    table, schema = _table(maria, DDL, "kinds", rows)
+    table, schema = create_table(maria, DDL, "kinds", rows)
     stmt = sa.select(*table.columns).where(table.c.id > -5, table.c.s != "never")
     fast, served = _read(maria, stmt, schema, monkeypatch, batch_rows=batch_rows, path="binary")
     packed, packed_served = _read(
@@ -243,7 +221,7 @@ def test_null_and_empty_string_stay_distinct(maria: sa.Engine, monkeypatch: pyte
         {"id": 4, "s": "x", "b": None},
         {"id": 5, "s": None, "b": b"y"},
     ]
-    table, schema = _table(
+    table, schema = create_table(
         maria, "CREATE TABLE ne (id INT PRIMARY KEY, s VARCHAR(10), b VARBINARY(10))", "ne", rows
     )
     for batch_rows in (1, 2, 3, 10):
@@ -267,7 +245,7 @@ def test_batch_boundaries(maria: sa.Engine, n: int, fetch: int, monkeypatch: pyt
         }
         for i in range(n)
     ]
-    table, schema = _table(maria, ddl, "bb", rows)
+    table, schema = create_table(maria, ddl, "bb", rows)
     monkeypatch.setattr(snapshot, "MYSQL_BINARY_ROWS", fetch)
     got, served = _read(
         maria, sa.select(*table.columns), schema, monkeypatch, batch_rows=1 << 20, path="binary"
@@ -289,7 +267,7 @@ def test_long_values_past_the_scratch_buffer(maria: sa.Engine, monkeypatch: pyte
         {"id": 2, "t": "", "b": b""},
         {"id": 3, "t": "🎉" * 70_000, "b": None},
     ]
-    table, schema = _table(
+    table, schema = create_table(
         maria, "CREATE TABLE lv (id INT PRIMARY KEY, t MEDIUMTEXT, b MEDIUMBLOB)", "lv", rows
     )
     got, _ = _read(maria, sa.select(*table.columns), schema, monkeypatch, batch_rows=2, path="binary")
@@ -314,7 +292,7 @@ def test_window_bounds_of_each_cursor_kind(
     maria: sa.Engine, column: str, value: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = _rows()
-    table, schema = _table(maria, DDL, "kinds", rows)
+    table, schema = create_table(maria, DDL, "kinds", rows)
     col = table.c[column]
     bound = MySQLDialect().bind(_mark(value), col)
     stmt = sa.select(*table.columns).where(col >= bound).order_by(table.c.id)
@@ -349,7 +327,7 @@ def test_abandoned_stream_leaves_the_connection_usable(
     maria: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = [{"id": i, "s": f"row {i}"} for i in range(20_000)]
-    table, schema = _table(maria, "CREATE TABLE ab (id INT PRIMARY KEY, s VARCHAR(20))", "ab", rows)
+    table, schema = create_table(maria, "CREATE TABLE ab (id INT PRIMARY KEY, s VARCHAR(20))", "ab", rows)
     monkeypatch.setattr(snapshot, "MYSQL_READER", "mysqlclient")
     monkeypatch.setattr(snapshot, "MYSQL_BINARY", "1")
     monkeypatch.setattr(snapshot, "MYSQL_BINARY_ROWS", 100)
@@ -367,7 +345,7 @@ def test_abandoned_stream_leaves_the_connection_usable(
 def test_served_rows_is_the_servers_count(maria: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """served_rows comes from FOUND_ROWS(), not from counting what arrived."""
     rows = [{"id": i, "s": f"row {i}"} for i in range(500)]
-    table, schema = _table(maria, "CREATE TABLE sr (id INT PRIMARY KEY, s VARCHAR(20))", "sr", rows)
+    table, schema = create_table(maria, "CREATE TABLE sr (id INT PRIMARY KEY, s VARCHAR(20))", "sr", rows)
     real = mysql_binary.BinaryRead.batches
 
     def lossy(self: Any, n: int) -> Iterator[pa.RecordBatch]:
@@ -393,7 +371,7 @@ def test_served_rows_is_the_servers_count(maria: sa.Engine, monkeypatch: pytest.
     ],
 )
 def test_unsupported_column_falls_back(maria: sa.Engine, ddl: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    table, schema = _table(
+    table, schema = create_table(
         maria, f"CREATE TABLE un (id INT PRIMARY KEY, x {ddl} NULL)", "un", [{"id": 1, "x": None}]
     )
     stmt = sa.select(*table.columns)
@@ -420,7 +398,7 @@ def test_plan_refuses_booleans_json_and_wide_types() -> None:
 
 def test_result_metadata_must_match_the_plan(maria: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """A catalog that disagrees with the server is refused before the statement runs."""
-    table, _ = _table(
+    table, _ = create_table(
         maria, "CREATE TABLE mm (id INT PRIMARY KEY, s VARCHAR(5))", "mm", [{"id": 1, "s": "a"}]
     )
     wrong = pa.schema([("id", pa.int32()), ("s", pa.binary())])  # s is text on the server
@@ -437,7 +415,7 @@ def test_value_errors_name_the_column_not_the_value(
     maria: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = [{"id": 1, "u": 4294967295}]
-    table, schema = _table(maria, "CREATE TABLE ve (id INT PRIMARY KEY, u INT UNSIGNED)", "ve", rows)
+    table, schema = create_table(maria, "CREATE TABLE ve (id INT PRIMARY KEY, u INT UNSIGNED)", "ve", rows)
     assert schema.field("u").type == pa.int32()
     with pytest.raises(SourceError) as err:
         _read(maria, sa.select(*table.columns), schema, monkeypatch)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -13,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from delta_platform.source import mysql_packed, snapshot
-from delta_platform.source.catalog import arrow_type
 from delta_platform.source.dialects import MySQLDialect
+from delta_platform_tests.source.maria import create_table
 
 HAS_MYSQLCLIENT = importlib.util.find_spec("MySQLdb") is not None
 READERS = [
@@ -122,27 +121,6 @@ def _rows() -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.fixture
-def maria(mariadb_admin: sa.Engine, mariadb_schema: str) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(mariadb_admin.url.set(database=mariadb_schema))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _table(engine: sa.Engine, ddl: str, name: str, rows: list[dict[str, Any]]) -> tuple[sa.Table, pa.Schema]:
-    with engine.begin() as conn:
-        conn.exec_driver_sql("SET SESSION time_zone = '+00:00'")
-        conn.exec_driver_sql(ddl)
-        table = sa.Table(name, sa.MetaData(), autoload_with=conn)
-        conn.execute(table.insert(), rows)
-    schema = pa.schema(
-        [pa.field(c.name, arrow_type(c.type, "mysql", table=name, column=c.name)) for c in table.columns]
-    )
-    return table, schema
-
-
 def _read(
     engine: sa.Engine,
     stmt: sa.Select[Any],
@@ -166,7 +144,7 @@ def _read(
 @pytest.mark.parametrize("reader", READERS)
 def test_nasty_values_round_trip(maria: sa.Engine, reader: str, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = _rows()
-    table, schema = _table(maria, DDL, "nasty", rows)
+    table, schema = create_table(maria, DDL, "nasty", rows)
     assert mysql_packed.packed_select(sa.select(*table.columns), schema) is not None, "every column packs"
     got = _read(maria, sa.select(*table.columns), schema, reader=reader, packed=True, monkeypatch=monkeypatch)
     assert got.schema == schema
@@ -186,7 +164,7 @@ def test_packed_equals_per_value_path(
     maria: sa.Engine, reader: str, batch_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every row at every batch edge (a NULL last field at the end of a batch once read as '')."""
-    table, schema = _table(maria, DDL, "nasty", _rows())
+    table, schema = create_table(maria, DDL, "nasty", _rows())
     # a window with bound values, as the engine reads it
     stmt = sa.select(*table.columns).where(table.c.id > -5, table.c.s != "never")
     kw = {"reader": reader, "monkeypatch": monkeypatch, "batch_rows": batch_rows}
@@ -207,7 +185,7 @@ def test_null_and_empty_string_stay_distinct(maria: sa.Engine, monkeypatch: pyte
         {"id": 5, "s": None, "b": b"y"},
     ]
     ddl = "CREATE TABLE ne (id INT PRIMARY KEY, s VARCHAR(10), b VARBINARY(10))"
-    table, schema = _table(maria, ddl, "ne", rows)
+    table, schema = create_table(maria, ddl, "ne", rows)
     for batch_rows in (1, 2, 3):
         got = _read(
             maria,
@@ -226,7 +204,8 @@ def test_single_nullable_column_keeps_all_null_rows(
     maria: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A one-column NULL row is an empty line; it must still be a row."""
-    table, schema = _table(maria, "CREATE TABLE one (id INT)", "one", [{"id": None}, {"id": 1}, {"id": None}])
+    rows = [{"id": None}, {"id": 1}, {"id": None}]
+    table, schema = create_table(maria, "CREATE TABLE one (id INT)", "one", rows)
     monkeypatch.setattr(snapshot, "MYSQL_READER", "engine")
     with snapshot.open_snapshot(maria, MySQLDialect(), table="t") as snap:
         got = pa.Table.from_batches(list(snap.stream(sa.select(*table.columns), schema, 2)), schema=schema)
@@ -236,7 +215,7 @@ def test_single_nullable_column_keeps_all_null_rows(
 def test_unpackable_column_falls_back(maria: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     ddl = "CREATE TABLE tm (id INT PRIMARY KEY, t TIME(6), y YEAR, f FLOAT, bt BIT(8))"
     rows = [{"id": 1, "t": dt.time(1, 2, 3, 4), "y": 2024, "f": 0.5, "bt": b"\x05"}]
-    table, schema = _table(maria, ddl, "tm", rows)
+    table, schema = create_table(maria, ddl, "tm", rows)
     assert mysql_packed.packed_select(sa.select(*table.columns), schema) is None
     assert mysql_packed.packed_select(sa.select(table.c.id), pa.schema([schema.field("id")])) is not None
 
@@ -259,7 +238,7 @@ def test_session_charset_is_restored_after_a_packed_read(
     maria: sa.Engine, reader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The packed read sets character_set_results = binary; the snapshot's later reads must not see it."""
-    table, schema = _table(
+    table, schema = create_table(
         maria, "CREATE TABLE cs (id INT PRIMARY KEY, s TEXT)", "cs", [{"id": 1, "s": "é€"}]
     )
     monkeypatch.setattr(snapshot, "MYSQL_READER", reader)

@@ -70,6 +70,8 @@ class LoadResult:
     warnings: list[str] = field(default_factory=list)
     recovered: str | None = None
     ledger_entry: dict[str, Any] = field(default_factory=dict)
+    #: The engine's own account (reader path, chunks, DMS task statistics), for metadata.
+    engine_details: dict[str, Any] = field(default_factory=dict)
 
 
 class DeltaTask:
@@ -371,6 +373,7 @@ class DeltaTask:
             partition_uri=lake.partition_uri(entry.source_schema, entry.name, partition.key),
             warnings=warnings,
             ledger_entry=ledger_entry,
+            engine_details=dict(result.details),
         )
 
     def _resume_record(

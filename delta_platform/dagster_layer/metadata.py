@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -53,6 +54,7 @@ def load_metadata(result: LoadResult, table_name: str, preview: pa.Table | None)
         "bytes": result.bytes,
         "files": dg.MetadataValue.json(result.files),
         "engine": result.engine,
+        "engine_details": _json(result.engine_details) if result.engine_details else None,
         "duration_seconds": round(result.seconds, 3),
         "watermark_before": result.watermark_before,
         "watermark_after": result.watermark_after,
@@ -62,3 +64,8 @@ def load_metadata(result: LoadResult, table_name: str, preview: pa.Table | None)
         "preview": dg.MetadataValue.md(preview_markdown(preview)) if preview is not None else None,
     }
     return {k: v for k, v in meta.items() if v is not None}
+
+
+def _json(data: dict[str, Any]) -> dg.MetadataValue:
+    """A JSON metadata value of anything an engine reports (non-JSON values as their text)."""
+    return dg.MetadataValue.json(json.loads(json.dumps(data, default=str)))

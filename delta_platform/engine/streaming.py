@@ -77,7 +77,8 @@ class StreamingEngine:
                 staged = writer.close()
             source_count, null_count = counts.result()
         return EngineResult(
-            self.name, rows, source_count, null_count, staged, info.schema, time.monotonic() - started
+            self.name, rows, source_count, null_count, staged, info.schema, time.monotonic() - started,
+            details={"reader": str(getattr(snap, "reader", type(snap).__name__))},
         )
 
 

@@ -93,6 +93,11 @@ class AdbcSnapshot:
         self.compile_dialect = compile_dialect
         self.table = table
 
+    @property
+    def reader(self) -> str:
+        """How rows travel, for the load's metadata."""
+        return "adbc-sqlite" if self.compile_dialect.name == "sqlite" else "adbc-postgresql-copy"
+
     def _compile(self, stmt: sa.Select[Any]) -> tuple[str, tuple[Any, ...] | None]:
         if self.compile_dialect.name == "sqlite":
             compiled: sa.sql.compiler.SQLCompiler = _SQLiteHintCompiler(self.compile_dialect, stmt)
@@ -352,6 +357,11 @@ class DbapiSnapshot:
         self.table = table
         self.server_side_cursor = server_side_cursor
 
+    @property
+    def reader(self) -> str:
+        """How rows travel, for the load's metadata (a Python object per value here)."""
+        return f"dbapi-{self.dialect.name}"
+
     def _compile(self, stmt: sa.Select[Any]) -> tuple[str, Any]:
         compiled = stmt.compile(dialect=self.dialect)
         params = compiled.construct_params()
@@ -422,6 +432,11 @@ class MySQLSnapshot(DbapiSnapshot):
         #: beside the stream (MySQL cannot share a snapshot between connections).
         self.served_rows: int | None = None
         self._qmark: sa.Dialect | None = None
+
+    @property
+    def reader(self) -> str:
+        """The path the last stream took ("mysql-binary", "mysql-packed", "mysql-values")."""
+        return f"mysql-{self.last_path}" if self.last_path else super().reader
 
     def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
         self.served_rows = None

@@ -63,6 +63,7 @@ def test_metadata_and_replay_idempotent(platform: Platform) -> None:
     assert md["window"].value == "[0, 100]" and md["fence_term"].value == "max"
     assert isinstance(md["dagster/column_schema"].value, dg.TableSchema)
     assert md["dagster/uri"].value.startswith("file://") and "row_id" in md["preview"].value
+    assert md["engine_details"].value == {"reader": "adbc-sqlite"}  # how the rows travelled
     platform.insert(range(101, 151), hour=1)
     platform.materialize("orders_s3", 1)
     replay = platform.materialize("orders_s3", 0)

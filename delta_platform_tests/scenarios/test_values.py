@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -43,6 +44,18 @@ def test_null_filter_values_follow_the_policy(rig: Rig, db: Db, policy: str | No
     assert rig.store.get_entry("t")["lastNullCount"] == 3  # type: ignore[index]
 
 
+def _expected_reader(db_name: str) -> str:
+    """The Arrow path each database's rows should take (the fastest one this machine has)."""
+    if db_name == "sqlite":
+        return "adbc-sqlite"
+    if db_name == "postgresql":
+        return "adbc-postgresql-copy"
+    from delta_platform.source import mysql_binary, snapshot
+
+    fast = snapshot.MYSQL_READER != "engine" and importlib.util.find_spec("MySQLdb") is not None
+    return "mysql-binary" if fast and mysql_binary.available() else "mysql-packed"
+
+
 BIG = Decimal("1234567890123456789012345678.0123456789")  # 38 digits, scale 10
 SMALL = Decimal("-9999999999.99")  # numeric(12,2) extreme
 
@@ -72,6 +85,7 @@ def test_types_arrive_exact(rig: Rig, db: Db) -> None:
     db.insert("ty", [full, nulls, small])
     rig.entry("ty", "ty", "id", "0")
     result = rig.run("ty", "p1")
+    assert result.engine_details["reader"] == _expected_reader(db.name)
     table = rig.lake.read_partition(db.schema, "ty", "p1")
     schema = table.schema
     assert schema.field("big").type == pa.decimal128(38, 10)

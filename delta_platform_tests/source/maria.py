@@ -9,6 +9,9 @@ import sqlalchemy as sa
 
 from delta_platform.source.catalog import arrow_type
 
+#: Binary values that break naive readers: every byte, quotes, separators, NUL, invalid UTF-8.
+BYTES = [b"", None, bytes(range(256)), b'"', b"\n", b"\x00", b'a,"b"\r\n', b"\\", b"\xff\xfe"]
+
 
 def create_table(
     engine: sa.Engine, ddl: str, name: str, rows: list[dict[str, Any]]

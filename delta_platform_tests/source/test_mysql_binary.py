@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from delta_platform.errors import SourceError
 from delta_platform.source import mysql_binary, snapshot
 from delta_platform.source.dialects import MySQLDialect
-from delta_platform_tests.source.maria import create_table
+from delta_platform_tests.source.maria import BYTES, create_table
 
 pytestmark = [
     pytest.mark.mariadb,
@@ -53,7 +53,6 @@ TEXTS = [
     "?",
     "%s %%",
 ]
-BYTES = [b"", None, bytes(range(256)), b'"', b"\n", b"\x00", b'a,"b"\r\n', b"\\", b"\xff\xfe"]
 DECS = [
     # dec2, dec18, dec38, dec0
     (

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from delta_platform.source import mysql_packed, snapshot
 from delta_platform.source.dialects import MySQLDialect
-from delta_platform_tests.source.maria import create_table
+from delta_platform_tests.source.maria import BYTES, create_table
 
 HAS_MYSQLCLIENT = importlib.util.find_spec("MySQLdb") is not None
 READERS = [
@@ -58,7 +58,6 @@ TEXTS = [
     "1e5",
     "NaN",
 ]
-BYTES = [b"", None, bytes(range(256)), b'"', b"\n", b"\x00", b'a,"b"\r\n', b"\\", b"\xff\xfe"]
 
 
 def _rows() -> list[dict[str, Any]]:

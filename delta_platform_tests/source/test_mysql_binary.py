@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from delta_platform.errors import SourceError
 from delta_platform.source import mysql_binary, snapshot
 from delta_platform.source.dialects import MySQLDialect
-from delta_platform_tests.source.maria import BYTES, create_table
+from delta_platform_tests.source.maria import BYTES, TEXTS, create_table
 
 pytestmark = [
     pytest.mark.mariadb,
@@ -35,24 +35,6 @@ CREATE TABLE kinds (
 ) DEFAULT CHARSET=utf8mb4
 """
 
-TEXTS = [
-    "",
-    None,
-    "a,b",
-    '"quoted"',
-    "line\nbreak",
-    "cr\r\nlf",
-    "back\\slash",
-    "trailing\\",
-    "nul\x00byte",
-    "\\N",
-    "NULL",
-    "ünïcødé 🎉 中文 𝄞",
-    " lead and trail ",
-    "'",
-    "?",
-    "%s %%",
-]
 DECS = [
     # dec2, dec18, dec38, dec0
     (

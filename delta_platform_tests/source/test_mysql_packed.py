@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from delta_platform.source import mysql_packed, snapshot
 from delta_platform.source.dialects import MySQLDialect
-from delta_platform_tests.source.maria import BYTES, create_table
+from delta_platform_tests.source.maria import BYTES, TEXTS, create_table
 
 HAS_MYSQLCLIENT = importlib.util.find_spec("MySQLdb") is not None
 READERS = [
@@ -36,28 +36,6 @@ CREATE TABLE nasty (
 ) DEFAULT CHARSET=utf8mb4
 """
 
-TEXTS = [
-    "",
-    None,
-    "a,b",
-    '"quoted"',
-    '""',
-    "line\nbreak",
-    "cr\r\nlf",
-    "back\\slash",
-    "trailing\\",
-    "\\N",
-    "NULL",
-    "null",
-    "ünïcødé 🎉 中文",
-    " lead and trail ",
-    "\t",
-    ",",
-    '"',
-    "'",
-    "1e5",
-    "NaN",
-]
 
 
 def _rows() -> list[dict[str, Any]]:

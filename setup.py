@@ -1,11 +1,13 @@
-"""Build of the optional C extension; the rest of the configuration lives in pyproject.toml.
+"""Build of the optional C extensions; the rest of the configuration lives in pyproject.toml.
 
 `delta_platform.source._mysql_binary` reads MySQL/MariaDB windows over the binary protocol
 (see delta_platform/source/mysql_binary.py). It needs the MariaDB Connector/C (or libmysqlclient)
-headers and library, the same ones mysqlclient (the `mysql-fast` extra) builds against. The build
-is optional: when the headers or the library are missing, or compiling fails, the install still
-succeeds with a warning and MySQL windows are read the portable way. Set
-DELTA_PLATFORM_NO_EXT=1 to skip the extension on purpose.
+headers and library, the same ones mysqlclient (the `mysql-fast` extra) builds against.
+`delta_platform.source._pg_copy` reads PostgreSQL windows as binary COPY (see
+delta_platform/source/pg_copy.py); it needs libpq's headers and library (libpq-dev). Both builds
+are optional: when the headers or the library are missing, or compiling fails, the install still
+succeeds with a warning and those windows are read the portable way (pymysql / ADBC). Set
+DELTA_PLATFORM_NO_EXT=1 to skip the extensions on purpose.
 """
 
 from __future__ import annotations
@@ -19,7 +21,26 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-_EXT = "delta_platform.source._mysql_binary"
+_HEADERS = {  # what to install when an extension cannot be built
+    "delta_platform.source._mysql_binary": "apt-get install libmariadb-dev pkg-config",
+    "delta_platform.source._pg_copy": "apt-get install libpq-dev",
+}
+
+
+def _libpq_flags() -> tuple[list[str], list[str]]:
+    """(include dirs, library dirs) of libpq, from pg_config when it is there."""
+    incs, libdirs = ["/usr/include/postgresql"], []
+    if shutil.which("pg_config"):
+        try:
+            incs = [_run(["pg_config", "--includedir"])]
+            libdirs = [_run(["pg_config", "--libdir"])]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return incs, libdirs
+
+
+def _run(cmd: list[str]) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
 
 
 def _client_flags() -> tuple[list[str], list[str], list[str], list[str]]:
@@ -50,45 +71,52 @@ def _client_flags() -> tuple[list[str], list[str], list[str], list[str]]:
 
 
 class OptionalBuildExt(build_ext):
-    """build_ext that warns instead of failing: the extension only makes reads faster."""
+    """build_ext that warns instead of failing: the extensions only make reads faster."""
 
     def run(self) -> None:
         if os.environ.get("DELTA_PLATFORM_NO_EXT") == "1":
-            self._warn("skipped (DELTA_PLATFORM_NO_EXT=1)")
+            print("WARNING: optional extensions skipped (DELTA_PLATFORM_NO_EXT=1)", file=sys.stderr)
             return
         try:
             super().run()
         except Exception as exc:  # noqa: BLE001 - any build failure leaves the portable path
-            self._warn(f"could not be built ({exc})")
+            print(f"WARNING: optional extensions could not be built ({exc})", file=sys.stderr)
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001
-            self._warn(f"could not be built ({exc})")
-
-    def _warn(self, why: str) -> None:
-        print(
-            f"WARNING: optional extension {_EXT} {why}; MySQL/MariaDB windows are read without it. "
-            "Install the client headers (apt-get install libmariadb-dev pkg-config) to build it.",
-            file=sys.stderr,
-        )
+            print(
+                f"WARNING: optional extension {ext.name} could not be built ({exc}); its windows are "
+                f"read the portable way. Install the headers ({_HEADERS.get(ext.name)}) to build it.",
+                file=sys.stderr,
+            )
 
 
 def _extensions() -> list[Extension]:
     if os.environ.get("DELTA_PLATFORM_NO_EXT") == "1":
         return []
     incs, libdirs, libs, extra = _client_flags()
+    pq_incs, pq_libdirs = _libpq_flags()
     return [
         Extension(
-            _EXT,
+            "delta_platform.source._mysql_binary",
             sources=["delta_platform/source/_mysql_binary.c"],
             include_dirs=incs,
             library_dirs=libdirs,
             libraries=libs,
             extra_compile_args=["-O2", *extra],
             optional=True,
-        )
+        ),
+        Extension(
+            "delta_platform.source._pg_copy",
+            sources=["delta_platform/source/_pg_copy.c"],
+            include_dirs=pq_incs,
+            library_dirs=pq_libdirs,
+            libraries=["pq"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 
 

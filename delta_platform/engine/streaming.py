@@ -85,8 +85,10 @@ class StreamingEngine:
 class _SnapshotCounts:
     """The window's count and NULL count, read in the rows' own snapshot.
 
-    PostgreSQL: the snapshot is exported and a second connection imports it, so the counts run
-    on the server while the rows stream (the same snapshot, so still the same rows). MySQL and
+    PostgreSQL: when the rows come as a binary COPY (`AdbcSnapshot.copies`), the window's count
+    is the COPY's own tally (`copied_rows`); otherwise the snapshot is exported and a second
+    connection importing it counts the window while the rows stream (the same snapshot, so
+    still the same rows). The NULL count of an incremental window runs there too. MySQL and
     MariaDB: the window's count is the server's tally of the rows the stream sent (FOUND_ROWS(),
     see `MySQLSnapshot.served_rows`), the NULL count is read after the stream. Elsewhere the
     counts are read first, on the snapshot's own connection.
@@ -94,26 +96,32 @@ class _SnapshotCounts:
 
     def __init__(self, source: Source, info: TableInfo, window: Window, snap: Snapshot):
         self.source, self.info, self.window, self.snap = source, info, window, snap
-        self.counts: tuple[int, int] | None = None
+        self.counts: tuple[int | None, int] | None = None
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
-        if hasattr(snap, "served_rows"):
-            return  # read after the stream, in result()
         if source.dialect_name == "postgresql":
-            snapshot_id = str(snap.scalar(sa.select(sa.func.pg_export_snapshot())))
+            copies = snap.copies(info.schema)  # type: ignore[attr-defined]
+            if copies and not window.incremental:
+                return  # nothing to count beside the COPY
+            snapshot_id = snap.snapshot_id()  # type: ignore[attr-defined]
             self.thread = threading.Thread(
-                target=self._count_shared, args=(snapshot_id,), name="delta-count", daemon=True
+                target=self._count_shared, args=(snapshot_id, not copies), name="delta-count", daemon=True
             )
             self.thread.start()
+        elif hasattr(snap, "served_rows"):
+            return  # read after the stream, in result()
         else:
             self.counts = self._count(snap)
 
-    def _count(self, snap: Snapshot) -> tuple[int, int]:
-        count = int(snap.scalar(self.source.count_window(self.info, self.window)) or 0)
-        nulls = int(snap.scalar(self.source.count_nulls(self.info)) or 0) if self.window.incremental else 0
-        return count, nulls
+    def _count(self, snap: Snapshot, rows: bool = True) -> tuple[int | None, int]:
+        count = int(snap.scalar(self.source.count_window(self.info, self.window)) or 0) if rows else None
+        return count, self._nulls(snap)
 
-    def _count_shared(self, snapshot_id: str) -> None:
+    def _nulls(self, snap: Snapshot) -> int:
+        """Rows whose cursor is NULL: no window of an incremental load can ever hold them."""
+        return int(snap.scalar(self.source.count_nulls(self.info)) or 0) if self.window.incremental else 0
+
+    def _count_shared(self, snapshot_id: str, rows: bool) -> None:
         try:
             with open_snapshot(
                 self.source.engine,
@@ -124,14 +132,16 @@ class _SnapshotCounts:
                 # The count only has to finish before the rows do: parallel workers would take
                 # the server's CPU from the stream it runs beside (measured: 3 processes x 0.18 s
                 # against one process x 0.3 s for 2M rows).
-                other.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-                self.counts = self._count(other)
+                other.execute("SET LOCAL max_parallel_workers_per_gather = 0")  # type: ignore[attr-defined]
+                self.counts = self._count(other, rows)
         except BaseException as exc:  # re-raised by result()
             self.error = exc
 
     def now_or_later(self) -> tuple[int, int]:
         """The counts if already known (-1 while they are still being read)."""
-        return self.counts if self.counts is not None else (-1, -1)
+        if self.counts is None or self.counts[0] is None:
+            return (-1, -1)
+        return self.counts  # type: ignore[return-value]
 
     def join(self) -> None:
         if self.thread is not None:
@@ -141,14 +151,16 @@ class _SnapshotCounts:
         self.join()
         if self.error is not None:
             raise self.error
-        if self.counts is None:  # the server's tally of the stream just read
-            served = self.snap.served_rows  # type: ignore[attr-defined]
-            if served is None:
-                self.counts = self._count(self.snap)
-            else:
-                nulls = self.source.count_nulls(self.info)
-                self.counts = served, int(self.snap.scalar(nulls) or 0) if self.window.incremental else 0
-        return self.counts
+        if self.counts is not None and self.counts[0] is not None:
+            return self.counts  # type: ignore[return-value]
+        # The server's tally of the stream just read: a binary COPY's or MySQL's FOUND_ROWS().
+        served = getattr(self.snap, "copied_rows", getattr(self.snap, "served_rows", None))
+        if served is None:  # the rows went another way: count them in the same snapshot now
+            counts = self._count(self.snap)
+        else:
+            counts = (served, self.counts[1] if self.counts is not None else self._nulls(self.snap))
+        self.counts = counts
+        return counts  # type: ignore[return-value]
 
 
 #: SQLite reads a window by a table scan once it holds this share of the table's rows or more.

@@ -25,7 +25,7 @@ from sqlalchemy.sql.elements import BindParameter, Cast
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from delta_platform.errors import SourceError
-from delta_platform.source import mysql_binary, mysql_packed, pg_connections
+from delta_platform.source import mysql_binary, mysql_packed, pg_connections, pg_copy
 from delta_platform.source.catalog import conform
 from delta_platform.source.dialects import READER_APP, SourceDialect
 
@@ -66,6 +66,12 @@ MYSQL_BINARY = os.environ.get("DELTA_PLATFORM_MYSQL_BINARY", "auto")
 #: Rows per binary fetch: the C reader fills compact Arrow buffers (about the row's wire size),
 #: so batches can be much larger than packed ones.
 MYSQL_BINARY_ROWS = 65536
+#: Read PostgreSQL windows as a binary COPY decoded in C (`pg_copy`) when it is built and every
+#: column maps exactly: "auto" (default), "0" (never: ADBC), "1" (always; a read it cannot take
+#: fails).
+PG_COPY = os.environ.get("DELTA_PLATFORM_PG_COPY", "auto")
+#: Rows per binary COPY fetch (compact Arrow buffers, as for MySQL's binary reads).
+PG_COPY_ROWS = 65536
 
 
 class _SQLiteHintCompiler(SQLiteCompiler):
@@ -86,17 +92,53 @@ class Snapshot(Protocol):
 
 
 class AdbcSnapshot:
-    """A read-only repeatable-read transaction on an ADBC connection."""
+    """A read-only repeatable-read transaction on an ADBC connection.
 
-    def __init__(self, conn: Any, compile_dialect: sa.Dialect, table: str):
+    On PostgreSQL a window's rows may instead stream on a connection of their own that imports
+    this transaction's snapshot (`pg_copy`); `copied_rows` is then the server's count of them.
+    """
+
+    def __init__(
+        self,
+        conn: Any,
+        compile_dialect: sa.Dialect,
+        table: str,
+        *,
+        uri: str | None = None,
+        snapshot_id: str | None = None,
+        pg_copy_mode: str = "auto",
+    ):
         self.conn = conn
         self.compile_dialect = compile_dialect
         self.table = table
+        self.uri = uri
+        self.pg_copy_mode = pg_copy_mode if uri is not None else "0"
+        self._snapshot_id = snapshot_id  # the imported snapshot, else exported on demand
+        #: The server's tally of the rows the last stream's binary COPY sent, once read to its
+        #: end; None when the last stream went through ADBC (or has not ended).
+        self.copied_rows: int | None = None
+        self.last_path: str | None = None
 
     @property
     def reader(self) -> str:
         """How rows travel, for the load's metadata."""
-        return "adbc-sqlite" if self.compile_dialect.name == "sqlite" else "adbc-postgresql-copy"
+        if self.compile_dialect.name == "sqlite":
+            return "adbc-sqlite"
+        return "pg-copy-binary" if self.last_path == "pg-copy" else "adbc-postgresql-copy"
+
+    def snapshot_id(self) -> str:
+        """This transaction's snapshot, exported once (PostgreSQL), for other connections."""
+        if self._snapshot_id is None:
+            self._snapshot_id = str(self.scalar(sa.select(sa.func.pg_export_snapshot())))
+        return self._snapshot_id
+
+    def copies(self, schema: pa.Schema) -> bool:
+        """Whether a stream of `schema` will likely be a binary COPY that counts its own rows.
+
+        Decided before the stream from the Arrow types alone; the result's type OIDs may
+        still send it to ADBC, in which case `copied_rows` stays None.
+        """
+        return self.pg_copy_mode != "0" and pg_copy.may_read(schema)
 
     def _compile(self, stmt: sa.Select[Any]) -> tuple[str, tuple[Any, ...] | None]:
         if self.compile_dialect.name == "sqlite":
@@ -114,14 +156,12 @@ class AdbcSnapshot:
         without parameters; with parameters it buffers the whole result. The values are still
         bound (as parameters of set_config), never written into the SQL text.
         """
+        sql, settings = _as_settings(sql, params)
         with self.conn.cursor() as cur:
-            for i, value in enumerate(params, start=1):
-                cur.execute("SELECT set_config($1, $2, true)", parameters=(f"{_SETTING}{i}", _text(value)))
+            for name, value in settings:
+                cur.execute("SELECT set_config($1, $2, true)", parameters=(name, value))
                 cur.fetchall()
-        parts = _QUOTED.split(sql)  # odd parts are the quoted identifiers themselves
-        for i in range(0, len(parts), 2):
-            parts[i] = _PLACEHOLDER.sub(lambda m: f"current_setting('{_SETTING}{m.group(1)}')", parts[i])
-        return "".join(parts), None
+        return sql, None
 
     def execute(self, sql: str) -> None:
         with self.conn.cursor() as cur:
@@ -173,6 +213,19 @@ class AdbcSnapshot:
         sqlite = self.compile_dialect.name == "sqlite"
         scaled: list[int] = []
         no_index = not sqlite and bool(stmt.get_execution_options().get(TABLE_SCAN_OPTION))
+        self.copied_rows = None
+        self.last_path = None
+        read = None if sqlite else self._copy_read(stmt, schema, no_index)
+        if read is not None:
+            self.last_path = "pg-copy"
+            try:
+                for batch in read.batches(min(batch_rows, PG_COPY_ROWS)):
+                    yield conform(batch, schema, table=self.table)  # already the schema: a check
+                self.copied_rows = read.served
+            finally:
+                read.close()
+            return
+        self.last_path = "adbc"
         if not sqlite:
             stmt, scaled = _pg_unscaled_decimals(stmt, schema)
         sql, params = self._compile(stmt)
@@ -204,6 +257,44 @@ class AdbcSnapshot:
                 with contextlib.suppress(Exception):
                     for setting in _PG_NO_INDEX_PATHS:
                         self.execute(f"SET LOCAL {setting} TO DEFAULT")
+
+
+    def _copy_read(self, stmt: sa.Select[Any], schema: pa.Schema, no_index: bool) -> pg_copy.CopyRead | None:
+        """The window's binary COPY, started, or None when it does not apply (ADBC reads it).
+
+        Nothing runs on this snapshot's connection: the COPY's connection imports its snapshot,
+        so a refusal (a type the C reader does not decode exactly) leaves everything as it was.
+        """
+        if self.pg_copy_mode == "0":
+            return None
+        why = pg_copy.UNAVAILABLE
+        if why is None and not pg_copy.may_read(schema):
+            why = "a column's Arrow type is not produced by the binary COPY reader"
+        if why is None:
+            sql, params = self._compile(stmt)
+            sql, settings = _as_settings(sql, params or ())
+            local = [f"{setting} = off" for setting in _PG_NO_INDEX_PATHS] if no_index else []
+            try:
+                return pg_copy.CopyRead(
+                    str(self.uri), self.snapshot_id(), sql, settings, local, schema, table=self.table
+                )
+            except pg_copy.Unsupported as exc:
+                why = f"the result's columns differ from what it decodes ({exc.args[0]})"
+        if self.pg_copy_mode == "1":
+            raise SourceError(f"binary COPY read required but not possible: {why}", table=self.table)
+        return None
+
+
+def _as_settings(sql: str, params: tuple[Any, ...]) -> tuple[str, list[tuple[str, str]]]:
+    """`sql` reading its $n values from transaction settings, and those (name, text) settings.
+
+    Only the placeholders outside quoted identifiers are replaced; the values stay bound (as
+    set_config's parameters), never written into the SQL text.
+    """
+    parts = _QUOTED.split(sql)  # odd parts are the quoted identifiers themselves
+    for i in range(0, len(parts), 2):
+        parts[i] = _PLACEHOLDER.sub(lambda m: f"current_setting('{_SETTING}{m.group(1)}')", parts[i])
+    return "".join(parts), [(f"{_SETTING}{i}", _text(v)) for i, v in enumerate(params, start=1)]
 
 
 def _values_in_sight(stmt: sa.Select[Any]) -> sa.Select[Any]:
@@ -565,9 +656,12 @@ def open_snapshot(
     if snapshot_id is not None and (name != "postgresql" or not _PG_SNAPSHOT_ID.fullmatch(snapshot_id)):
         raise ValueError(f"cannot import snapshot {snapshot_id!r} on {name}")
     if name == "postgresql":
-        conn = pg_connections.connect(adbc_uri(engine.url))
+        uri = adbc_uri(engine.url)
+        conn = pg_connections.connect(uri)
         try:
-            snap = AdbcSnapshot(conn, _PG_NUMERIC, table)
+            snap = AdbcSnapshot(
+                conn, _PG_NUMERIC, table, uri=uri, snapshot_id=snapshot_id, pg_copy_mode=PG_COPY
+            )
             snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             if snapshot_id is not None:  # must precede the transaction's first query
                 snap.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")

@@ -48,9 +48,10 @@ def _expected_reader(db_name: str) -> str:
     """The Arrow path each database's rows should take (the fastest one this machine has)."""
     if db_name == "sqlite":
         return "adbc-sqlite"
+    from delta_platform.source import mysql_binary, pg_copy, snapshot
+
     if db_name == "postgresql":
-        return "adbc-postgresql-copy"
-    from delta_platform.source import mysql_binary, snapshot
+        return "pg-copy-binary" if pg_copy.available() and snapshot.PG_COPY != "0" else "adbc-postgresql-copy"
 
     fast = snapshot.MYSQL_READER != "engine" and importlib.util.find_spec("MySQLdb") is not None
     return "mysql-binary" if fast and mysql_binary.available() else "mysql-packed"

@@ -90,7 +90,8 @@ CHECKPOINT_VERSION = 1
 #: scans would then read more than one pass over the key's index.
 FENCE_SHARE = 1.0
 #: A chunk whose count is the server's tally of the rows its stream sent (MySQL FOUND_ROWS(), see
-#: `MySQLSnapshot.served_rows`): no COUNT(*) pass before the chunk's rows (0.25 s per 1M rows).
+#: `MySQLSnapshot.served_rows`; a PostgreSQL binary COPY's tag, `AdbcSnapshot.copied_rows`): no
+#: COUNT(*) pass over the chunk's range (0.25 s per 1M rows on MariaDB, a heap scan on PostgreSQL).
 _SERVED = -2
 #: Smallest per-chunk read batch and Parquet row group: below these, per-batch overheads and
 #: small row groups (slower scans for readers) cost more than the memory they save.
@@ -312,7 +313,7 @@ class ChunkedEngine:
             else:
                 if not shared:
                     stack.close()  # each chunk brings its own snapshot; release the planning one
-                elif run.count_each:
+                elif run.count_each and not _tallies(leader, info.schema):
                     run.counter = _LeaderCounter(self, run, leader, plan)
                     stack.callback(run.counter.close)  # before the leader's snapshot closes
                 results = self._read_all(run, plan, progress)
@@ -629,12 +630,12 @@ class ChunkedEngine:
                     self._chunk_started(chunk, attempt)
                     if leader is not None:
                         count = leader_count if run.count_each else None
+                    elif _tallies(snap, run.info.schema):
+                        count = _SERVED  # the server's tally of this chunk's stream, after it
                     elif run.snapshot_id and not run.count_each:
                         count = None  # the leader counted the whole exported snapshot
                     elif run.counter is not None:
                         count = -1  # counted on the leader's connection (`_LeaderCounter`)
-                    elif hasattr(snap, "served_rows"):
-                        count = _SERVED  # MySQL: the server's tally of this chunk's stream, after it
                     else:
                         count = int(snap.scalar(self._count(run, chunk)) or 0)
                     batch_rows = self._share(self.batch_rows, _MIN_CHUNK_BATCH)
@@ -650,12 +651,10 @@ class ChunkedEngine:
                             if progress:
                                 progress(run.rows)
                         staged = writer.close()
+                    if count == _SERVED:
+                        count = self._tally(run, chunk, snap)
                 if count == -1 and run.counter is not None:
                     count = run.counter.count(chunk)
-                elif count == _SERVED:
-                    count = snap.served_rows  # type: ignore[attr-defined]
-                    if count is None:
-                        raise EngineError(f"chunk {chunk.index}: no row count from the server", table=table)
                 if count is not None and rows != count:
                     raise EngineError(
                         f"chunk {chunk.index} read {rows} rows, its snapshot counted {count}", table=table
@@ -676,6 +675,18 @@ class ChunkedEngine:
             f"chunk {chunk.index} failed after {self.retries + 1} attempts: {type(last).__name__}: {last}",
             table=table,
         ) from last
+
+    def _tally(self, run: _Run, chunk: Chunk, snap: Snapshot) -> int:
+        """The server's count of the rows this chunk's stream sent, read in its still-open snapshot."""
+        if hasattr(snap, "copied_rows"):
+            copied = snap.copied_rows
+            # None: the rows went through ADBC after all (a type the COPY reader does not take).
+            return int(snap.scalar(self._count(run, chunk)) or 0) if copied is None else int(copied)
+        served = snap.served_rows  # type: ignore[attr-defined]
+        if served is None:
+            table = run.info.entry.target_table_name
+            raise EngineError(f"chunk {chunk.index}: no row count from the server", table=table)
+        return int(served)
 
     def _share(self, rows: int, floor: int) -> int:
         """One concurrent chunk's share of a per-stream buffer size."""
@@ -714,6 +725,12 @@ class ChunkedEngine:
 
         writer._reserve = tracked  # noqa: SLF001
         return writer
+
+
+def _tallies(snap: Snapshot, schema: pa.Schema) -> bool:
+    """Whether a stream on `snap` comes with the server's own count of the rows it sent."""
+    copies = getattr(snap, "copies", None)
+    return copies(schema) if copies is not None else hasattr(snap, "served_rows")
 
 
 def available_cores() -> int:

@@ -376,8 +376,18 @@ class _CountThreads(ChunkedEngine):
         return super()._count(run, chunk)
 
 
+@pytest.fixture
+def adbc_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL rows through ADBC, as without the binary COPY reader (whose tag counts them)."""
+    from delta_platform.source import snapshot
+
+    monkeypatch.setattr(snapshot, "PG_COPY", "0")
+
+
 @pytest.mark.parametrize("db", ["postgresql"], indirect=True)
-def test_postgres_checkpointed_chunks_are_counted_on_the_leader(db: Db, source: Source, lake: Lake) -> None:
+def test_postgres_checkpointed_chunks_are_counted_on_the_leader(
+    db: Db, source: Source, lake: Lake, adbc_reads: None
+) -> None:
     """Checkpointed: every chunk's count is taken in the exported snapshot, off the chunks' path."""
     from delta_platform.engine.chunked import CHECKPOINT
 
@@ -403,7 +413,30 @@ class _Miscounted(ChunkedEngine):
 
 
 @pytest.mark.parametrize("db", ["postgresql"], indirect=True)
-def test_postgres_leader_count_mismatch_fails_the_chunk(db: Db, source: Source, lake: Lake) -> None:
+def test_postgres_copied_chunks_count_themselves(db: Db, source: Source, lake: Lake) -> None:
+    """With the binary COPY reader each chunk's count is its COPY's tag: no count query at all,
+    and the tags still add up to the leader's count of the window."""
+    from delta_platform.engine.chunked import CHECKPOINT
+    from delta_platform.source import pg_copy
+
+    if not pg_copy.available():
+        pytest.skip(pg_copy.UNAVAILABLE)
+    _create(db)
+    _insert(db, [(i, f"k{i % 3}", T0 + timedelta(seconds=1 + i // 50)) for i in range(1, 3001)])
+    engine = _CountThreads(chunks=3, workers=2, min_rows_per_chunk=500, batch_rows=200)
+    result = engine.run(source, _info(db, source), WINDOW, lake, "copycount001", checkpoint=True)
+    assert result.rows_read == result.source_count == 3000
+    assert engine.count_threads == []
+    doc = lake.read_staged_json(db.schema, "t", "copycount001", CHECKPOINT)
+    assert isinstance(doc, dict)
+    done = sorted((int(i), d["rows"], d["count"]) for i, d in doc["done"].items())
+    assert done == [(c["index"], c["rows"], c["rows"]) for c in _ranges(result)]
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_postgres_leader_count_mismatch_fails_the_chunk(
+    db: Db, source: Source, lake: Lake, adbc_reads: None
+) -> None:
     _create(db)
     _insert(db, [(i, "k", T0 + timedelta(seconds=1 + i // 50)) for i in range(1, 3001)])
     engine = _Miscounted(chunks=3, workers=2, min_rows_per_chunk=500, retries=1)

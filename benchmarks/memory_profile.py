@@ -1,12 +1,14 @@
 """Peak RSS of one delta_platform window load as the window grows (should stay flat).
 
     python benchmarks/memory_profile.py --db postgres --rows 200000,1000000,5000000 [--repeat K]
+    python benchmarks/memory_profile.py --db postgres --rows 2000000 --chunk-rows 250000
 
 For each row count: build the table (tables.py), then run the full delta_platform load
 (delta_platform_peer: fence, snapshot, engine, publish) in a fresh interpreter and report its
 peak RSS (VmHWM), the RSS after imports, best wall and client CPU seconds, and check rows and
 exact sum(amount) against the source. Engine knobs can be overridden for experiments with
-`--engine batch_rows=...,row_group_rows=...,queue_depth=...`.
+`--engine batch_rows=...,row_group_rows=...,queue_depth=...`; `--chunk-rows N` runs the chunked
+engine instead (chunks of at least N rows, on the `id` key, as engine_speed's chunked peer).
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         loaded["peak_mb"] = _status_mb("VmHWM")
         loaded["arrow_mb"] = pa.default_memory_pool().max_memory() / 2**20
 
-    res = run_delta_platform(spec["db"], spec["url"], spec["out_dir"], low, high, on_loaded=sample)
+    res = run_delta_platform(
+        spec["db"], spec["url"], spec["out_dir"], low, high, on_loaded=sample, chunk_rows=spec["chunk_rows"]
+    )
     wall = time.perf_counter() - started - res.verify_s
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime - res.verify_s
@@ -83,7 +87,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def spawn(db: str, url: str, low: Any, high: Any, engine: str) -> dict[str, Any]:
+def spawn(
+    db: str, url: str, low: Any, high: Any, engine: str, chunk_rows: int | None = None
+) -> dict[str, Any]:
     """One load in a fresh interpreter, so the peak is this load's own."""
     with tempfile.TemporaryDirectory(prefix="memprof_") as out_dir:
         spec = {
@@ -93,6 +99,7 @@ def spawn(db: str, url: str, low: Any, high: Any, engine: str) -> dict[str, Any]
             "low": str(low) if db == "sqlite" else low.isoformat(),
             "high": str(high) if db == "sqlite" else high.isoformat(),
             "engine": engine,
+            "chunk_rows": chunk_rows,
         }
         cmd = [sys.executable, "-m", "benchmarks.memory_profile", "--child", json.dumps(spec)]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ})
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default="200000,1000000,5000000", help="comma-separated row counts")
     ap.add_argument("--repeat", type=int, default=2, help="runs per size (best wall, max peak)")
     ap.add_argument("--engine", default="", help="StreamingEngine knobs, e.g. batch_rows=131072")
+    ap.add_argument("--chunk-rows", type=int, default=None, help="chunked engine, min rows a chunk")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -123,13 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     head = (
         "| rows | wall s | client CPU s | RSS after imports MB | peak RSS MB | Arrow pool peak MB | check |"
     )
-    out = [f"{args.db}: delta_platform window load (whole table), engine knobs: {args.engine or 'defaults'}"]
+    engine = f"chunked, chunks >= {args.chunk_rows:,} rows" if args.chunk_rows else "streaming"
+    knobs = args.engine or "defaults"
+    out = [f"{args.db}: delta_platform window load (whole table), {engine}, knobs: {knobs}"]
     out += [head, "|---:|---:|---:|---:|---:|---:|---|"]
     for n in (int(x) for x in args.rows.split(",")):
         tables.ensure_table(args.db, url, n)
         truth = tables.source_truth(args.db, url)
         low, high = truth.window.low, truth.window.high
-        runs = [spawn(args.db, url, low, high, args.engine) for _ in range(args.repeat)]
+        runs = [spawn(args.db, url, low, high, args.engine, args.chunk_rows) for _ in range(args.repeat)]
         best = min(runs, key=lambda r: r["wall_s"])
         ok = all(r["rows"] == truth.rows and Decimal(r["amount_sum"]) == truth.amount_sum for r in runs)
         peak = max(r["peak_mb"] for r in runs)

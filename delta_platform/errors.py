@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
+#: From the first quote of a message to its last: a server quotes the values it complains about
+#: without escaping the quotes inside them, so no narrower pattern can tell where a value ends.
+_QUOTED = re.compile(r"[\"'].*[\"']|[\"'].*", re.DOTALL)
+
+
+def redact(message: str) -> str:
+    """A server's message without anything quoted in it (a bound value may be there)."""
+    return _QUOTED.sub("'…'", message)
+
 
 class DeltaError(Exception):
     """Base of every delta_platform error; `table` and `attribute` say where it happened."""
@@ -53,3 +64,15 @@ class LakeError(DeltaError):
 
 class EngineError(DeltaError):
     """The delta engine (streaming or DMS) failed to produce the window."""
+
+
+def reader_error(exc: BaseException, names: list[str], *, table: str, what: str) -> SourceError:
+    """A C reader's error `(message, column, kind)` as a SourceError naming the column.
+
+    Kind 2 is the reader's own message about a value (it never quotes the value); anything
+    else may come from the server, which quotes values, so it is redacted.
+    """
+    msg, col, kind = exc.args if len(exc.args) == 3 else (str(exc), -1, 0)
+    attribute = names[col] if 0 <= col < len(names) else None
+    text = str(msg) if kind == 2 else redact(str(msg))
+    return SourceError(f"{what} failed: {text}", table=table, attribute=attribute)

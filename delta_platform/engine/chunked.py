@@ -487,8 +487,8 @@ class ChunkedEngine:
         fenced = self._fenced(run, chunk)
         if fenced is not None:
             inner, pred = fenced
-            return sa.select(*inner.c).where(pred)
-        return sa.select(*run.info.table.columns).where(self._condition(run, chunk))
+            return sa.select(*run.source.read_columns(run.info, inner.c)).where(pred)
+        return sa.select(*run.source.read_columns(run.info)).where(self._condition(run, chunk))
 
     def _fenced(self, run: _Run, chunk: Chunk) -> tuple[sa.Subquery, sa.ColumnElement[bool]] | None:
         """PostgreSQL, integer key: `SELECT .. FROM (key range OFFSET 0) WHERE window`, or None.

@@ -161,11 +161,30 @@ class Source:
         (`AdbcSnapshot.stream`). The hint changes the plan, never the rows; other dialects
         ignore it.
         """
-        stmt = sa.select(*info.table.columns).where(self.predicate(info, window))
+        stmt = sa.select(*self.read_columns(info)).where(self.predicate(info, window))
         if table_scan:
             stmt = stmt.with_hint(info.table, "NOT INDEXED", dialect_name="sqlite")
             stmt = stmt.execution_options(**{TABLE_SCAN_OPTION: True})
         return stmt
+
+    def read_columns(self, info: TableInfo, columns: Any = None) -> list[sa.ColumnElement[Any]]:
+        """The select list of a window read: `columns` (default the table's), one per schema field.
+
+        PostgreSQL types that land as text without being text (ranges, uuid, geometric and
+        network types, types SQLAlchemy does not know) are read as `col::text`: ADBC hands
+        their binary wire form over as bytes, which are no text (an int4range arrived as
+        control bytes), and the binary COPY reader only decodes the types it knows.
+        """
+        cols = list(info.table.columns if columns is None else columns)
+        if self.dialect_name != "postgresql":
+            return cols
+        out: list[sa.ColumnElement[Any]] = []
+        for col, declared, field in zip(cols, info.table.columns, info.schema, strict=True):
+            if pa.types.is_string(field.type) and not isinstance(declared.type, sa.String | sa.JSON):
+                out.append(sa.cast(col, sa.Text).label(declared.name))
+            else:
+                out.append(col)
+        return out
 
     def count_window(self, info: TableInfo, window: Window) -> sa.Select[Any]:
         return sa.select(sa.func.count()).select_from(info.table).where(self.predicate(info, window))

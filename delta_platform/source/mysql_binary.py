@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -39,7 +38,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from delta_platform.errors import SourceError
+from delta_platform.errors import SourceError, reader_error
 
 try:
     from delta_platform.source import _mysql_binary as _ext
@@ -50,7 +49,6 @@ except ImportError:  # the optional extension was not built
 UNAVAILABLE = None if _ext is not None else "the C extension delta_platform.source._mysql_binary is not built"
 
 Unsupported: type[Exception] = _ext.Unsupported if _ext is not None else RuntimeError
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 
 def available() -> bool:
@@ -147,11 +145,6 @@ def wire_param(value: Any, encoding: str) -> Any:
     raise TypeError(f"cannot bind a {type(value).__name__} window value over the binary protocol")
 
 
-def redact(message: str) -> str:
-    """A server message without its quoted parts (they may hold bound values)."""
-    return _QUOTED.sub("'…'", message)
-
-
 class BinaryRead:
     """One prepared SELECT streamed as record batches of `schema`; `close` is idempotent."""
 
@@ -179,11 +172,7 @@ class BinaryRead:
             raise self._error(exc) from None
 
     def _error(self, exc: BaseException) -> SourceError:
-        msg, col, _kind = exc.args if len(exc.args) == 3 else (str(exc), -1, 0)
-        attribute = self.schema.names[col] if 0 <= col < len(self.schema) else None
-        return SourceError(
-            f"binary-protocol read failed: {redact(str(msg))}", table=self.table, attribute=attribute
-        )
+        return reader_error(exc, self.schema.names, table=self.table, what="binary-protocol read")
 
     @property
     def done(self) -> bool:

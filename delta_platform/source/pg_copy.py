@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from delta_platform.errors import SourceError
+from delta_platform.errors import SourceError, reader_error
 
 try:
     from delta_platform.source import _pg_copy as _ext
@@ -39,7 +39,6 @@ UNAVAILABLE = None if _ext is not None else "the C extension delta_platform.sour
 Unsupported: type[Exception] = _ext.Unsupported if _ext is not None else RuntimeError
 Error: type[Exception] = _ext.Error if _ext is not None else RuntimeError
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?")  # pg_export_snapshot() output
-_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 
 # Type OIDs (pg_type.h); domains arrive as their base type.
 _BOOL, _BYTEA, _NAME, _INT8, _INT2, _INT4, _TEXT, _JSON, _XML = 16, 17, 19, 20, 21, 23, 25, 114, 142
@@ -64,13 +63,18 @@ def _producible(t: pa.DataType) -> bool:
         or (pa.types.is_signed_integer(t) and t.bit_width >= 16)
         or pa.types.is_float32(t)
         or pa.types.is_float64(t)
-        or pa.types.is_decimal128(t)
+        or _plain_decimal(t)
         or pa.types.is_date32(t)
         or (pa.types.is_timestamp(t) and t.unit == "us")
         or (pa.types.is_time64(t) and t.unit == "us")
         or pa.types.is_string(t)
         or pa.types.is_binary(t)
     )
+
+
+def _plain_decimal(t: pa.DataType) -> bool:
+    """decimal128 with 0 <= scale <= precision (PostgreSQL also allows NUMERIC(5, -2), (3, 5))."""
+    return pa.types.is_decimal128(t) and 0 <= t.scale <= t.precision
 
 
 def column_plan(oid: int, arrow: pa.DataType) -> tuple[int, int, int] | None:
@@ -86,7 +90,7 @@ def column_plan(oid: int, arrow: pa.DataType) -> tuple[int, int, int] | None:
         return (_ext.K_FLOAT32, 0, 0)
     if oid in (_FLOAT4, _FLOAT8) and pa.types.is_float64(arrow):
         return (_ext.K_FLOAT64, 0, 0)
-    if oid == _NUMERIC and pa.types.is_decimal128(arrow):
+    if oid == _NUMERIC and _plain_decimal(arrow):
         return (_ext.K_DECIMAL, arrow.precision, arrow.scale)
     if oid == _DATE and pa.types.is_date32(arrow):
         return (_ext.K_DATE, 0, 0)
@@ -107,11 +111,6 @@ def column_plan(oid: int, arrow: pa.DataType) -> tuple[int, int, int] | None:
     if oid == _BYTEA and pa.types.is_binary(arrow):
         return (_ext.K_BINARY, 0, 0)
     return None
-
-
-def redact(message: str) -> str:
-    """A server message without its quoted parts (they may hold bound values)."""
-    return _QUOTED.sub("'…'", message)
 
 
 class CopyRead:
@@ -179,11 +178,7 @@ class CopyRead:
         return tuple(plan)
 
     def _error(self, exc: BaseException) -> SourceError:
-        msg, col, _kind = exc.args if len(exc.args) == 3 else (str(exc), -1, 0)
-        attribute = self.schema.names[col] if 0 <= col < len(self.schema) else None
-        return SourceError(
-            f"binary COPY read failed: {redact(str(msg))}", table=self.table, attribute=attribute
-        )
+        return reader_error(exc, self.schema.names, table=self.table, what="binary COPY read")
 
     @property
     def served(self) -> int | None:

@@ -352,11 +352,6 @@ def test_server_errors_leave_out_bound_values(pg: sa.Engine) -> None:
     assert "s3cr3t" not in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pg_copy.redact assumes quotes inside a quoted part are doubled; PostgreSQL's messages "
-    "quote values verbatim, so a value holding a double quote leaks its tail",
-)
 def test_server_errors_leave_out_bound_values_with_quotes(pg: sa.Engine) -> None:
     schema = pa.schema([("x", pa.int32())])
     sql = "SELECT current_setting('delta_platform.p1')::int AS x"
@@ -398,26 +393,21 @@ def test_undecoded_types_are_refused_before_any_row(
 
 
 @pytest.mark.parametrize(
-    ("ddl", "literal", "want"),
+    ("ddl", "literal", "want", "reader"),
     [
-        ("mood", "'sad'", "sad"),
-        pytest.param(
-            "int4range",
-            "'[1,5)'",
-            "[1,5)",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the ADBC path (not pg_copy) hands int4range over as its binary form "
-                "and conform casts those bytes to string: the lake gets '\\x02\\x00...' not '[1,5)'",
-            ),
-        ),
+        # an enum's OID is the database's own: ADBC reads it
+        ("mood", "'sad'", "sad", "adbc-postgresql-copy"),
+        # a range lands as text: the window's SELECT reads it as x::text (`Source.read_columns`),
+        # which the binary COPY decodes (ADBC would hand over its binary form as bytes)
+        ("int4range", "'[1,5)'", "[1,5)", "pg-copy-binary"),
     ],
 )
-def test_a_full_load_falls_back_to_adbc(
+def test_a_full_load_of_an_undecoded_type_is_exact(
     pg_admin: sa.Engine,
     ddl: str,
     literal: str,
     want: str,
+    reader: str,
     request: pytest.FixtureRequest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -436,7 +426,7 @@ def test_a_full_load_falls_back_to_adbc(
     try:
         rig.entry("fb", "fb", "id", "0")
         result = rig.run("fb", "p1")
-        assert result.engine_details["reader"] == "adbc-postgresql-copy"
+        assert result.engine_details["reader"] == reader
         assert result.rows == result.source_count == 2
         assert sorted((r["id"], r["x"]) for r in rig.partition("fb", "p1")) == [(1, want), (2, None)]
 
@@ -469,6 +459,44 @@ def test_a_full_load_reads_the_binary_copy(
         assert result.rows == result.source_count == 401
         got = sorted((r["id"], r["n"], r["s"]) for r in rig.partition("ok", "p1"))
         assert got == [(i, Decimal(i) / 100, f"r{i}") for i in range(100, 501)]
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mode", ["0", "auto"])
+def test_types_that_land_as_text_are_read_as_text_by_both_readers(
+    pg_admin: sa.Engine,
+    mode: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uuid, ranges and network types land as their text, through ADBC as through the COPY
+    (ADBC alone hands a range over as its binary form, a uuid as 16 bytes)."""
+    from delta_platform_tests.scenarios.harness import Rig, make_db
+
+    db = make_db("postgresql", request, tmp_path)
+    db.execute(
+        f"CREATE TABLE {db.qualified('tx')} (id bigint PRIMARY KEY, u uuid, r int4range, a inet, b macaddr)"
+    )
+    db.execute(
+        f"INSERT INTO {db.qualified('tx')} VALUES "
+        "(1, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '[1,5)', '10.0.0.1/8', '08:00:2b:01:02:03'), "
+        "(2, NULL, NULL, NULL, NULL)"
+    )
+    monkeypatch.setattr(snapshot, "PG_COPY", mode)
+    rig = Rig(db, tmp_path)
+    try:
+        rig.entry("tx", "tx", "id", "0")
+        result = rig.run("tx", "p1")
+        want = "adbc-postgresql-copy" if mode == "0" else "pg-copy-binary"
+        assert result.engine_details["reader"] == want
+        got = sorted(rig.partition("tx", "p1"), key=lambda r: r["id"])
+        assert got == [
+            {"id": 1, "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "r": "[1,5)", "a": "10.0.0.1/8",
+             "b": "08:00:2b:01:02:03"},
+            {"id": 2, "u": None, "r": None, "a": None, "b": None},
+        ]
     finally:
         rig.close()
 
@@ -694,12 +722,6 @@ def test_a_batch_ends_early_on_bytes_and_still_round_trips(pg: sa.Engine, pg_sch
 # ---- PostgreSQL 15's numeric scales outside 0..precision ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pg_copy.column_plan plans decimal128(p, s) with s < 0 or s > p, which _pg_copy's "
-    "Reader.copy rejects with ValueError('bad column plan'): neither Unsupported (fallback to "
-    "ADBC) nor Error, so the whole read fails in mode 'auto'; ADBC reads these exactly",
-)
 @pytest.mark.parametrize(
     ("ddl", "literal", "want"),
     [("numeric(5,-2)", "12300", Decimal("1.23E+4")), ("numeric(3,5)", "0.00123", Decimal("0.00123"))],

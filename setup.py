@@ -102,6 +102,7 @@ def _extensions() -> list[Extension]:
         Extension(
             "delta_platform.source._mysql_binary",
             sources=["delta_platform/source/_mysql_binary.c"],
+            depends=["delta_platform/source/_arrow_out.h"],
             include_dirs=incs,
             library_dirs=libdirs,
             libraries=libs,
@@ -111,6 +112,7 @@ def _extensions() -> list[Extension]:
         Extension(
             "delta_platform.source._pg_copy",
             sources=["delta_platform/source/_pg_copy.c"],
+            depends=["delta_platform/source/_arrow_out.h"],
             include_dirs=pq_incs,
             library_dirs=pq_libdirs,
             libraries=["pq"],

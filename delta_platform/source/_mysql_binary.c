@@ -25,20 +25,21 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_arrow_out.h"
+
 enum { K_INT8 = 0, K_INT16, K_INT32, K_INT64, K_DOUBLE, K_DECIMAL, K_DATE, K_TIMESTAMP, K_TEXT, K_BINARY };
 
 #define SCRATCH_FIXED 96          /* decimal text: at most 65 digits, sign and point */
 #define SCRATCH_VAR (64 * 1024)   /* initial scratch for one text/binary value */
-#define BATCH_BYTES_SOFT (64 * 1024 * 1024)  /* end a batch early once a column holds this much */
 
 static PyObject *Error;        /* the read failed */
 static PyObject *Unsupported;  /* the result's columns are not what the plan expected */
 
 typedef struct {
+    ArrowOut out;              /* first: the batch's buffers (_arrow_out.h) */
     int kind;
     int precision;
     int scale;
-    int width;                 /* bytes per fixed-width value */
     enum enum_field_types ftype;
     int is_unsigned;
     /* result bind target */
@@ -59,13 +60,6 @@ typedef struct {
     } fixed;
     char *scratch;             /* var-length scratch */
     unsigned long scratch_cap;
-    /* batch output */
-    uint8_t *validity;
-    char *values;              /* fixed width values, or int32 offsets for var-length */
-    char *data;                /* var-length bytes */
-    size_t data_len, data_cap;
-    Py_ssize_t null_count;
-    PyObject *validity_obj, *values_obj;
 } Column;
 
 typedef struct {
@@ -178,15 +172,7 @@ static int parse_decimal(const char *s, unsigned long n, int precision, int scal
 
 /* ---- reader ------------------------------------------------------------------------------ */
 
-static void free_batch(Reader *r) {
-    for (int i = 0; i < r->ncols; i++) {
-        Column *c = &r->cols[i];
-        Py_CLEAR(c->validity_obj);
-        Py_CLEAR(c->values_obj);
-        c->validity = NULL;
-        c->values = NULL;
-    }
-}
+static void free_batch(Reader *r) { batch_clear(r->cols, sizeof(Column), r->ncols); }
 
 static void close_stmt(Reader *r) {
     if (r->stmt) {
@@ -206,7 +192,7 @@ static void Reader_dealloc(Reader *r) {
     if (r->cols) {
         for (int i = 0; i < r->ncols; i++) {
             free(r->cols[i].scratch);
-            free(r->cols[i].data);
+            out_release(&r->cols[i].out);
         }
         PyMem_Free(r->cols);
     }
@@ -363,7 +349,8 @@ static int Reader_init(Reader *r, PyObject *args, PyObject *kwds) {
             return -1;
         }
         static const int widths[] = {1, 2, 4, 8, 8, 16, 4, 8, 4, 4};
-        c->width = widths[c->kind];
+        c->out.var = c->kind == K_TEXT || c->kind == K_BINARY;
+        c->out.width = c->out.var ? 0 : widths[c->kind];
     }
 
     MYSQL_STMT *stmt = mysql_stmt_init(mysql);
@@ -491,30 +478,16 @@ static int Reader_init(Reader *r, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-static int grow_data(Column *c, size_t need) {
-    if (need <= c->data_cap) return 0;
-    size_t cap = c->data_cap ? c->data_cap : 1 << 16;
-    while (cap < need) cap *= 2;
-    char *p = realloc(c->data, cap);
-    if (!p) return -1;
-    c->data = p;
-    c->data_cap = cap;
-    return 0;
-}
-
 /* One row already fetched into the binds: append it at `row`. 0 ok, -1 error set on r. */
 static int store_row(Reader *r, Py_ssize_t row) {
     for (int i = 0; i < r->ncols; i++) {
         Column *c = &r->cols[i];
+        ArrowOut *o = &c->out;
         if (c->is_null) {
-            c->null_count++;
-            if (c->kind == K_TEXT || c->kind == K_BINARY)
-                ((int32_t *)c->values)[row + 1] = (int32_t)c->data_len;
-            else
-                memset(c->values + row * c->width, 0, c->width);
+            out_null(o, row);
             continue;
         }
-        c->validity[row >> 3] |= (uint8_t)(1u << (row & 7));
+        out_valid(o, row);
         switch (c->kind) {
         case K_INT8: case K_INT16: case K_INT32: case K_INT64: {
             int64_t v;
@@ -536,19 +509,19 @@ static int store_row(Reader *r, Py_ssize_t row) {
             switch (c->kind) {
             case K_INT8:
                 if (big_unsigned || v < INT8_MIN || v > INT8_MAX) goto range;
-                *(int8_t *)(c->values + row) = (int8_t)v;
+                *(int8_t *)(o->values + row) = (int8_t)v;
                 break;
             case K_INT16:
                 if (big_unsigned || v < INT16_MIN || v > INT16_MAX) goto range;
-                ((int16_t *)c->values)[row] = (int16_t)v;
+                ((int16_t *)o->values)[row] = (int16_t)v;
                 break;
             case K_INT32:
                 if (big_unsigned || v < INT32_MIN || v > INT32_MAX) goto range;
-                ((int32_t *)c->values)[row] = (int32_t)v;
+                ((int32_t *)o->values)[row] = (int32_t)v;
                 break;
             default:
                 if (big_unsigned) goto range;
-                ((int64_t *)c->values)[row] = v;
+                ((int64_t *)o->values)[row] = v;
             }
             break;
         range:
@@ -556,7 +529,7 @@ static int store_row(Reader *r, Py_ssize_t row) {
             return -1;
         }
         case K_DOUBLE:
-            ((double *)c->values)[row] = c->fixed.f64;
+            ((double *)o->values)[row] = c->fixed.f64;
             break;
         case K_DECIMAL: {
             __int128 v;
@@ -565,7 +538,7 @@ static int store_row(Reader *r, Py_ssize_t row) {
                 set_value_error(r, i, "a DECIMAL value does not fit the column's decimal128 type exactly");
                 return -1;
             }
-            memcpy(c->values + row * 16, &v, 16);
+            memcpy(o->values + row * 16, &v, 16);
             break;
         }
         case K_DATE: {
@@ -574,7 +547,7 @@ static int store_row(Reader *r, Py_ssize_t row) {
                 set_value_error(r, i, "a DATE value is a zero or invalid date");
                 return -1;
             }
-            ((int32_t *)c->values)[row] = (int32_t)days_from_civil(t->year, t->month, t->day);
+            ((int32_t *)o->values)[row] = (int32_t)days_from_civil(t->year, t->month, t->day);
             break;
         }
         case K_TIMESTAMP: {
@@ -585,21 +558,19 @@ static int store_row(Reader *r, Py_ssize_t row) {
             }
             int64_t days = days_from_civil(t->year, t->month, t->day);
             int64_t secs = days * 86400 + t->hour * 3600 + t->minute * 60 + t->second;
-            ((int64_t *)c->values)[row] = secs * 1000000 + (int64_t)t->second_part;
+            ((int64_t *)o->values)[row] = secs * 1000000 + (int64_t)t->second_part;
             break;
         }
         default: {
             unsigned long len = c->length;
-            if (c->data_len + len > INT32_MAX) {
-                set_value_error(r, i, "a text/binary value is larger than an Arrow binary array holds");
-                return -1;
-            }
-            if (grow_data(c, c->data_len + len) < 0) {
-                set_value_error(r, i, "out of memory");
+            int why = 0;
+            if (out_reserve(o, len, &why) < 0) {
+                set_value_error(r, i, why == 1 ? "a text/binary value is larger than an Arrow binary array holds"
+                                               : "out of memory");
                 return -1;
             }
             if (len <= c->scratch_cap) {
-                memcpy(c->data + c->data_len, c->scratch, len);
+                memcpy(o->data + o->data_len, c->scratch, len);
             } else {
                 /* truncated into the scratch: fetch the whole value straight into the data */
                 MYSQL_BIND b;
@@ -607,7 +578,7 @@ static int store_row(Reader *r, Py_ssize_t row) {
                 my_bool isnull = 0, err = 0;
                 memset(&b, 0, sizeof b);
                 b.buffer_type = c->kind == K_TEXT ? MYSQL_TYPE_STRING : MYSQL_TYPE_BLOB;
-                b.buffer = c->data + c->data_len;
+                b.buffer = o->data + o->data_len;
                 b.buffer_length = len;
                 b.length = &got;
                 b.is_null = &isnull;
@@ -621,8 +592,8 @@ static int store_row(Reader *r, Py_ssize_t row) {
                     return -1;
                 }
             }
-            c->data_len += len;
-            ((int32_t *)c->values)[row + 1] = (int32_t)c->data_len;
+            o->data_len += len;
+            out_end_value(o, row);
         }
         }
     }
@@ -636,22 +607,7 @@ static PyObject *Reader_fetch(Reader *r, PyObject *arg) {
     if (max_rows < 1) max_rows = 1;
     if (r->done || !r->stmt) Py_RETURN_NONE;
 
-    for (int i = 0; i < r->ncols; i++) {
-        Column *c = &r->cols[i];
-        int var = c->kind == K_TEXT || c->kind == K_BINARY;
-        c->validity_obj = PyBytes_FromStringAndSize(NULL, (max_rows + 7) / 8);
-        c->values_obj = PyBytes_FromStringAndSize(NULL, var ? (max_rows + 1) * 4 : max_rows * c->width);
-        if (!c->validity_obj || !c->values_obj) {
-            free_batch(r);
-            return NULL;
-        }
-        c->validity = (uint8_t *)PyBytes_AS_STRING(c->validity_obj);
-        c->values = PyBytes_AS_STRING(c->values_obj);
-        memset(c->validity, 0, (max_rows + 7) / 8);
-        if (var) ((int32_t *)c->values)[0] = 0;
-        c->data_len = 0;
-        c->null_count = 0;
-    }
+    if (batch_begin(r->cols, sizeof(Column), r->ncols, max_rows) < 0) return NULL;
 
     Py_ssize_t rows = 0;
     int rc = 0, failed = 0;
@@ -673,10 +629,7 @@ static PyObject *Reader_fetch(Reader *r, PyObject *arg) {
             break;
         }
         rows++;
-        int full = 0;
-        for (int i = 0; i < r->ncols; i++)
-            if (r->cols[i].data_len > BATCH_BYTES_SOFT) full = 1;
-        if (full) break;
+        if (batch_full(r->cols, sizeof(Column), r->ncols)) break;
     }
     Py_END_ALLOW_THREADS
     if (failed) {
@@ -687,44 +640,7 @@ static PyObject *Reader_fetch(Reader *r, PyObject *arg) {
         free_batch(r);
         Py_RETURN_NONE;
     }
-    PyObject *cols = PyList_New(r->ncols);
-    if (!cols) {
-        free_batch(r);
-        return NULL;
-    }
-    for (int i = 0; i < r->ncols; i++) {
-        Column *c = &r->cols[i];
-        PyObject *data = Py_None;
-        Py_INCREF(Py_None);
-        if (c->kind == K_TEXT || c->kind == K_BINARY) {
-            Py_DECREF(Py_None);
-            data = PyBytes_FromStringAndSize(c->data ? c->data : "", (Py_ssize_t)c->data_len);
-            if (!data) {
-                Py_DECREF(cols);
-                free_batch(r);
-                return NULL;
-            }
-        }
-        PyObject *validity = c->null_count ? c->validity_obj : Py_None;
-        PyObject *item = Py_BuildValue("(OnON)", validity, c->null_count, c->values_obj, data);
-        if (!item) {
-            Py_DECREF(cols);
-            free_batch(r);
-            return NULL;
-        }
-        PyList_SET_ITEM(cols, i, item);
-    }
-    free_batch(r);
-    /* a batch that ended early on bytes leaves big data buffers: shrink them back */
-    for (int i = 0; i < r->ncols; i++) {
-        Column *c = &r->cols[i];
-        if (c->data_cap > 4 * (size_t)BATCH_BYTES_SOFT) {
-            free(c->data);
-            c->data = NULL;
-            c->data_cap = 0;
-        }
-    }
-    return Py_BuildValue("(nN)", rows, cols);
+    return batch_take(r->cols, sizeof(Column), r->ncols, rows);
 }
 
 static PyObject *Reader_close(Reader *r, PyObject *unused) {

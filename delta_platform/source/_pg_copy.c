@@ -30,12 +30,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_arrow_out.h"
+
 enum {
     K_BOOL = 0, K_INT16, K_INT32, K_INT64, K_FLOAT32, K_FLOAT64, K_DECIMAL, K_DATE, K_TIMESTAMP,
     K_TIME, K_TEXT, K_BINARY, K_JSONB, K_UUID
 };
 
-#define BATCH_BYTES_SOFT (64 * 1024 * 1024)  /* end a batch early once a column holds this much */
 #define PG_EPOCH_DAYS 10957                  /* 2000-01-01 - 1970-01-01 */
 #define PG_EPOCH_US (10957LL * 86400LL * 1000000LL)
 
@@ -43,17 +44,11 @@ static PyObject *Error;        /* the read failed */
 static PyObject *Unsupported;  /* the result's columns are not what the plan expected */
 
 typedef struct {
+    ArrowOut out;              /* first: the batch's buffers (_arrow_out.h) */
     int kind;
     int precision;
     int scale;
-    int width;                 /* bytes per fixed-width value; 0 for bit-packed / var-length */
     __int128 limit;            /* K_DECIMAL: 10^precision */
-    uint8_t *validity;
-    char *values;              /* fixed-width values, bits, or int32 offsets */
-    char *data;                /* var-length bytes */
-    size_t data_len, data_cap;
-    Py_ssize_t null_count;
-    PyObject *validity_obj, *values_obj;
 } Column;
 
 typedef struct {
@@ -133,20 +128,12 @@ static inline uint64_t be64(const char *p) { return ((uint64_t)be32(p) << 32) | 
 
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 
-static void free_batch(Reader *r) {
-    for (int i = 0; i < r->ncols; i++) {
-        Column *c = &r->cols[i];
-        Py_CLEAR(c->validity_obj);
-        Py_CLEAR(c->values_obj);
-        c->validity = NULL;
-        c->values = NULL;
-    }
-}
+static void free_batch(Reader *r) { batch_clear(r->cols, sizeof(Column), r->ncols); }
 
 static void free_cols(Reader *r) {
     free_batch(r);
     if (r->cols) {
-        for (int i = 0; i < r->ncols; i++) free(r->cols[i].data);
+        for (int i = 0; i < r->ncols; i++) out_release(&r->cols[i].out);
         PyMem_Free(r->cols);
     }
     r->cols = NULL;
@@ -316,7 +303,9 @@ static PyObject *Reader_copy(Reader *r, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "bad column plan");
             return NULL;
         }
-        c->width = fixed_width(c->kind);
+        c->out.width = fixed_width(c->kind);
+        c->out.var = is_var(c->kind);
+        c->out.bits = c->kind == K_BOOL;
         if (c->kind == K_DECIMAL) {
             c->limit = 1;
             for (int k = 0; k < c->precision; k++) c->limit *= 10;
@@ -349,17 +338,6 @@ static PyObject *Reader_copy(Reader *r, PyObject *args) {
 }
 
 /* ---- decoding (no GIL) --------------------------------------------------------------------- */
-
-static int grow_data(Column *c, size_t need) {
-    if (need <= c->data_cap) return 0;
-    size_t cap = c->data_cap ? c->data_cap : 1 << 16;
-    while (cap < need) cap *= 2;
-    char *p = realloc(c->data, cap);
-    if (!p) return -1;
-    c->data = p;
-    c->data_cap = cap;
-    return 0;
-}
 
 static const __int128 POW10_4[5] = {1, 10, 100, 1000, 10000};
 
@@ -418,11 +396,12 @@ static const char HEX[] = "0123456789abcdef";
 /* Append one value (not NULL) of column i at `row`. 0 ok, -1 error set on r. */
 static int store_value(Reader *r, int i, Py_ssize_t row, const char *p, int32_t len) {
     Column *c = &r->cols[i];
-    c->validity[row >> 3] |= (uint8_t)(1u << (row & 7));
+    ArrowOut *o = &c->out;
+    out_valid(o, row);
     switch (c->kind) {
     case K_BOOL:
         if (len != 1) goto bad;
-        if (*p) ((uint8_t *)c->values)[row >> 3] |= (uint8_t)(1u << (row & 7));
+        if (*p) ((uint8_t *)o->values)[row >> 3] |= (uint8_t)(1u << (row & 7));
         return 0;
     case K_INT16: case K_INT32: case K_INT64: {
         int64_t v;
@@ -432,19 +411,19 @@ static int store_value(Reader *r, int i, Py_ssize_t row, const char *p, int32_t 
         else goto bad;
         if (c->kind == K_INT16) {
             if (v < INT16_MIN || v > INT16_MAX) goto range;
-            ((int16_t *)c->values)[row] = (int16_t)v;
+            ((int16_t *)o->values)[row] = (int16_t)v;
         } else if (c->kind == K_INT32) {
             if (v < INT32_MIN || v > INT32_MAX) goto range;
-            ((int32_t *)c->values)[row] = (int32_t)v;
+            ((int32_t *)o->values)[row] = (int32_t)v;
         } else {
-            ((int64_t *)c->values)[row] = v;
+            ((int64_t *)o->values)[row] = v;
         }
         return 0;
     }
     case K_FLOAT32: {
         if (len != 4) goto bad;
         uint32_t u = be32(p);
-        memcpy(c->values + row * 4, &u, 4);
+        memcpy(o->values + row * 4, &u, 4);
         return 0;
     }
     case K_FLOAT64: {
@@ -460,7 +439,7 @@ static int store_value(Reader *r, int i, Py_ssize_t row, const char *p, int32_t 
         } else {
             goto bad;
         }
-        ((double *)c->values)[row] = d;
+        ((double *)o->values)[row] = d;
         return 0;
     }
     case K_DECIMAL: {
@@ -474,7 +453,7 @@ static int store_value(Reader *r, int i, Py_ssize_t row, const char *p, int32_t 
             set_error(r, 2, i, "a NUMERIC value does not fit the column's decimal128 type exactly");
             return -1;
         }
-        memcpy(c->values + row * 16, &v, 16);
+        memcpy(o->values + row * 16, &v, 16);
         return 0;
     }
     case K_DATE: {
@@ -484,7 +463,7 @@ static int store_value(Reader *r, int i, Py_ssize_t row, const char *p, int32_t 
             set_error(r, 2, i, "a DATE value is infinite, which Parquet cannot hold");
             return -1;
         }
-        ((int32_t *)c->values)[row] = d + PG_EPOCH_DAYS;
+        ((int32_t *)o->values)[row] = d + PG_EPOCH_DAYS;
         return 0;
     }
     case K_TIMESTAMP: {
@@ -494,12 +473,12 @@ static int store_value(Reader *r, int i, Py_ssize_t row, const char *p, int32_t 
             set_error(r, 2, i, "a TIMESTAMP value is infinite, which Parquet cannot hold");
             return -1;
         }
-        ((int64_t *)c->values)[row] = t + PG_EPOCH_US;
+        ((int64_t *)o->values)[row] = t + PG_EPOCH_US;
         return 0;
     }
     case K_TIME:
         if (len != 8) goto bad;
-        ((int64_t *)c->values)[row] = (int64_t)be64(p);
+        ((int64_t *)o->values)[row] = (int64_t)be64(p);
         return 0;
     default: {
         const char *src = p;
@@ -515,15 +494,13 @@ static int store_value(Reader *r, int i, Py_ssize_t row, const char *p, int32_t 
             if (len != 16) goto bad;
             n = 36;
         }
-        if (c->data_len + (size_t)n > INT32_MAX) {
-            set_error(r, 2, i, "a text/binary value is larger than an Arrow binary array holds");
+        int why = 0;
+        if (out_reserve(o, (size_t)n, &why) < 0) {
+            set_error(r, 2, i, why == 1 ? "a text/binary value is larger than an Arrow binary array holds"
+                                        : "out of memory");
             return -1;
         }
-        if (grow_data(c, c->data_len + (size_t)n) < 0) {
-            set_error(r, 2, i, "out of memory");
-            return -1;
-        }
-        char *dst = c->data + c->data_len;
+        char *dst = o->data + o->data_len;
         if (c->kind == K_UUID) {
             for (int k = 0; k < 16; k++) {
                 if (k == 4 || k == 6 || k == 8 || k == 10) *dst++ = '-';
@@ -533,8 +510,8 @@ static int store_value(Reader *r, int i, Py_ssize_t row, const char *p, int32_t 
         } else {
             memcpy(dst, src, (size_t)n);
         }
-        c->data_len += (size_t)n;
-        ((int32_t *)c->values)[row + 1] = (int32_t)c->data_len;
+        o->data_len += (size_t)n;
+        out_end_value(o, row);
         return 0;
     }
     }
@@ -544,13 +521,6 @@ bad:
 range:
     set_error(r, 2, i, "an integer value is out of the column's Arrow type range");
     return -1;
-}
-
-static void store_null(Reader *r, int i, Py_ssize_t row) {
-    Column *c = &r->cols[i];
-    c->null_count++;
-    if (is_var(c->kind)) ((int32_t *)c->values)[row + 1] = (int32_t)c->data_len;
-    else if (c->width) memset(c->values + row * c->width, 0, (size_t)c->width);
 }
 
 /* Length of the complete row at p[0..n), 0 if incomplete, -1 malformed, -2 the trailer. */
@@ -578,7 +548,7 @@ static int store_row(Reader *r, Py_ssize_t row, const char *p) {
         int32_t len = (int32_t)be32(p + pos);
         pos += 4;
         if (len == -1) {
-            store_null(r, i, row);
+            out_null(&r->cols[i].out, row);
             continue;
         }
         if (store_value(r, i, row, p + pos, len) < 0) return -1;
@@ -673,10 +643,7 @@ static Py_ssize_t decode_rows(Reader *r, Py_ssize_t max_rows) {
         if (store_row(r, rows, p) < 0) return -1;
         rows++;
         r->msg_pos += n;
-        int full = 0;
-        for (int i = 0; i < r->ncols; i++)
-            if (r->cols[i].data_len > BATCH_BYTES_SOFT) full = 1;
-        if (full) break;
+        if (batch_full(r->cols, sizeof(Column), r->ncols)) break;
     }
     return rows;
 }
@@ -688,25 +655,7 @@ static PyObject *Reader_fetch(Reader *r, PyObject *arg) {
     if (max_rows < 1) max_rows = 1;
     if (r->done || !r->pg || !r->copying) Py_RETURN_NONE;
 
-    for (int i = 0; i < r->ncols; i++) {
-        Column *c = &r->cols[i];
-        Py_ssize_t vbytes = is_var(c->kind) ? (max_rows + 1) * 4
-                            : c->kind == K_BOOL ? (max_rows + 7) / 8
-                                                : max_rows * c->width;
-        c->validity_obj = PyBytes_FromStringAndSize(NULL, (max_rows + 7) / 8);
-        c->values_obj = PyBytes_FromStringAndSize(NULL, vbytes);
-        if (!c->validity_obj || !c->values_obj) {
-            free_batch(r);
-            return NULL;
-        }
-        c->validity = (uint8_t *)PyBytes_AS_STRING(c->validity_obj);
-        c->values = PyBytes_AS_STRING(c->values_obj);
-        memset(c->validity, 0, (max_rows + 7) / 8);
-        if (c->kind == K_BOOL) memset(c->values, 0, (size_t)vbytes);
-        if (is_var(c->kind)) ((int32_t *)c->values)[0] = 0;
-        c->data_len = 0;
-        c->null_count = 0;
-    }
+    if (batch_begin(r->cols, sizeof(Column), r->ncols, max_rows) < 0) return NULL;
 
     Py_ssize_t rows;
     Py_BEGIN_ALLOW_THREADS
@@ -721,43 +670,7 @@ static PyObject *Reader_fetch(Reader *r, PyObject *arg) {
         free_batch(r);
         Py_RETURN_NONE;
     }
-    PyObject *cols = PyList_New(r->ncols);
-    if (!cols) {
-        free_batch(r);
-        return NULL;
-    }
-    for (int i = 0; i < r->ncols; i++) {
-        Column *c = &r->cols[i];
-        PyObject *data = Py_None;
-        Py_INCREF(Py_None);
-        if (is_var(c->kind)) {
-            Py_DECREF(Py_None);
-            data = PyBytes_FromStringAndSize(c->data ? c->data : "", (Py_ssize_t)c->data_len);
-            if (!data) {
-                Py_DECREF(cols);
-                free_batch(r);
-                return NULL;
-            }
-        }
-        PyObject *validity = c->null_count ? c->validity_obj : Py_None;
-        PyObject *item = Py_BuildValue("(OnON)", validity, c->null_count, c->values_obj, data);
-        if (!item) {
-            Py_DECREF(cols);
-            free_batch(r);
-            return NULL;
-        }
-        PyList_SET_ITEM(cols, i, item);
-    }
-    free_batch(r);
-    for (int i = 0; i < r->ncols; i++) { /* a batch that ended early on bytes: shrink back */
-        Column *c = &r->cols[i];
-        if (c->data_cap > 4 * (size_t)BATCH_BYTES_SOFT) {
-            free(c->data);
-            c->data = NULL;
-            c->data_cap = 0;
-        }
-    }
-    return Py_BuildValue("(nN)", rows, cols);
+    return batch_take(r->cols, sizeof(Column), r->ncols, rows);
 }
 
 static PyObject *Reader_close(Reader *r, PyObject *unused) {

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from delta_platform.errors import SourceError, reader_error
+from delta_platform.source.buffers import read_batches
 
 try:
     from delta_platform.source import _mysql_binary as _ext
@@ -179,32 +180,8 @@ class BinaryRead:
         return bool(self._reader.done)
 
     def batches(self, rows: int) -> Iterator[pa.RecordBatch]:
-        fields = list(self.schema)
-        while True:
-            try:
-                got = self._reader.fetch(rows)
-            except _ext.Error as exc:
-                raise self._error(exc) from None
-            if got is None:
-                return
-            n, cols = got
-            arrays = []
-            for field, (validity, nulls, values, data) in zip(fields, cols, strict=True):
-                vbuf = None if validity is None else pa.py_buffer(validity)
-                if data is None:
-                    arr = pa.Array.from_buffers(field.type, n, [vbuf, pa.py_buffer(values)], null_count=nulls)
-                else:
-                    bufs = [vbuf, pa.py_buffer(values), pa.py_buffer(data)]
-                    arr = pa.Array.from_buffers(field.type, n, bufs, null_count=nulls)
-                    if pa.types.is_string(field.type):
-                        try:
-                            arr.validate(full=True)  # the server sent utf8mb4; never trust it blindly
-                        except pa.ArrowInvalid as exc:
-                            raise SourceError(
-                                f"text is not valid UTF-8: {exc}", table=self.table, attribute=field.name
-                            ) from None
-                arrays.append(arr)
-            yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        what = "binary-protocol read"
+        return read_batches(self._reader, rows, self.schema, error=_ext.Error, table=self.table, what=what)
 
     def close(self) -> None:
         self._reader.close()

@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from delta_platform.errors import SourceError, reader_error
+from delta_platform.source.buffers import read_batches
 
 try:
     from delta_platform.source import _pg_copy as _ext
@@ -186,30 +187,8 @@ class CopyRead:
         return None if self._reader is None else self._reader.served
 
     def batches(self, rows: int) -> Iterator[pa.RecordBatch]:
-        fields = list(self.schema)
-        while True:
-            try:
-                got = self._reader.fetch(rows)
-            except Error as exc:
-                raise self._error(exc) from None
-            if got is None:
-                return
-            n, cols = got
-            arrays = []
-            for field, (validity, nulls, values, data) in zip(fields, cols, strict=True):
-                bufs = [None if validity is None else pa.py_buffer(validity), pa.py_buffer(values)]
-                if data is not None:
-                    bufs.append(pa.py_buffer(data))
-                arr = pa.Array.from_buffers(field.type, n, bufs, null_count=nulls)
-                if pa.types.is_string(field.type):
-                    try:
-                        arr.validate(full=True)  # a SQL_ASCII database sends bytes unchecked
-                    except pa.ArrowInvalid as exc:
-                        raise SourceError(
-                            f"text is not valid UTF-8: {exc}", table=self.table, attribute=field.name
-                        ) from None
-                arrays.append(arr)
-            yield pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        what = "binary COPY read"
+        return read_batches(self._reader, rows, self.schema, error=Error, table=self.table, what=what)
 
     def close(self) -> None:
         if self._reader is not None:

@@ -93,32 +93,28 @@ class OptionalBuildExt(build_ext):
             )
 
 
+def _reader(name: str, incs: list[str], libdirs: list[str], libs: list[str], extra: list[str]) -> Extension:
+    """One optional C reader: delta_platform/source/<name>.c with the shared Arrow buffers."""
+    return Extension(
+        f"delta_platform.source.{name}",
+        sources=[f"delta_platform/source/{name}.c"],
+        depends=["delta_platform/source/_arrow_out.h"],
+        include_dirs=incs,
+        library_dirs=libdirs,
+        libraries=libs,
+        extra_compile_args=["-O2", *extra],
+        optional=True,
+    )
+
+
 def _extensions() -> list[Extension]:
     if os.environ.get("DELTA_PLATFORM_NO_EXT") == "1":
         return []
     incs, libdirs, libs, extra = _client_flags()
     pq_incs, pq_libdirs = _libpq_flags()
     return [
-        Extension(
-            "delta_platform.source._mysql_binary",
-            sources=["delta_platform/source/_mysql_binary.c"],
-            depends=["delta_platform/source/_arrow_out.h"],
-            include_dirs=incs,
-            library_dirs=libdirs,
-            libraries=libs,
-            extra_compile_args=["-O2", *extra],
-            optional=True,
-        ),
-        Extension(
-            "delta_platform.source._pg_copy",
-            sources=["delta_platform/source/_pg_copy.c"],
-            depends=["delta_platform/source/_arrow_out.h"],
-            include_dirs=pq_incs,
-            library_dirs=pq_libdirs,
-            libraries=["pq"],
-            extra_compile_args=["-O2"],
-            optional=True,
-        ),
+        _reader("_mysql_binary", incs, libdirs, libs, extra),
+        _reader("_pg_copy", pq_incs, pq_libdirs, ["pq"], []),
     ]
 
 

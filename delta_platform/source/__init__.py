@@ -19,7 +19,13 @@ from delta_platform.errors import SourceError
 from delta_platform.source import pg_connections
 from delta_platform.source.catalog import arrow_type, cursor_kind
 from delta_platform.source.dialects import Drain, SourceDialect, dialect_for
-from delta_platform.source.snapshot import TABLE_SCAN_OPTION, Snapshot, adbc_uri, open_snapshot
+from delta_platform.source.snapshot import (
+    TABLE_SCAN_OPTION,
+    Snapshot,
+    adbc_uri,
+    copies_postgresql,
+    open_snapshot,
+)
 
 __all__ = ["Probe", "Source", "TableInfo", "Snapshot"]
 
@@ -109,7 +115,7 @@ class Source:
 
     def describe(self, entry: ControlEntry) -> TableInfo:
         """Reflect the table and resolve the cursor column (or expression) and its kind."""
-        if self.dialect_name == "postgresql":
+        if self.dialect_name == "postgresql" and not copies_postgresql():
             pg_connections.warm(adbc_uri(self.engine.url))  # the reader's connections, meanwhile
         name = entry.target_table_name
         table = self.reflect(entry.source_schema, entry.source_table, table_name=name)

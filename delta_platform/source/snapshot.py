@@ -29,7 +29,8 @@ from delta_platform.source import mysql_binary, mysql_packed, pg_connections, pg
 from delta_platform.source.catalog import conform
 from delta_platform.source.dialects import READER_APP, SourceDialect
 
-_PG_NUMERIC = psycopg.dialect(paramstyle="numeric_dollar")
+_PG_NUMERIC = psycopg.dialect(paramstyle="numeric_dollar")  # $n: ADBC and the COPY's settings
+_PG_PYFORMAT = psycopg.dialect()  # %(name)s: the snapshot's own psycopg connection
 _SETTING = "delta_platform.p"
 _PG_BATCH_HINT = "adbc.postgresql.batch_size_hint_bytes"
 _PG_BATCH_BYTES = 4 * 1024 * 1024
@@ -70,6 +71,11 @@ MYSQL_BINARY_ROWS = 65536
 #: column maps exactly: "auto" (default), "0" (never: ADBC), "1" (always; a read it cannot take
 #: fails).
 PG_COPY = os.environ.get("DELTA_PLATFORM_PG_COPY", "auto")
+def copies_postgresql() -> bool:
+    """Whether PostgreSQL windows are read as binary COPY (else every read is ADBC's)."""
+    return PG_COPY != "0" and pg_copy.available()
+
+
 #: Rows per binary COPY fetch (compact Arrow buffers, as for MySQL's binary reads).
 PG_COPY_ROWS = 65536
 
@@ -92,53 +98,18 @@ class Snapshot(Protocol):
 
 
 class AdbcSnapshot:
-    """A read-only repeatable-read transaction on an ADBC connection.
+    """A read-only repeatable-read transaction on an ADBC connection: SQLite's snapshot, and
+    PostgreSQL's rows when the binary COPY reader does not take them (`PgSnapshot.stream`)."""
 
-    On PostgreSQL a window's rows may instead stream on a connection of their own that imports
-    this transaction's snapshot (`pg_copy`); `copied_rows` is then the server's count of them.
-    """
-
-    def __init__(
-        self,
-        conn: Any,
-        compile_dialect: sa.Dialect,
-        table: str,
-        *,
-        uri: str | None = None,
-        snapshot_id: str | None = None,
-        pg_copy_mode: str = "auto",
-    ):
+    def __init__(self, conn: Any, compile_dialect: sa.Dialect, table: str):
         self.conn = conn
         self.compile_dialect = compile_dialect
         self.table = table
-        self.uri = uri
-        self.pg_copy_mode = pg_copy_mode if uri is not None else "0"
-        self._snapshot_id = snapshot_id  # the imported snapshot, else exported on demand
-        #: The server's tally of the rows the last stream's binary COPY sent, once read to its
-        #: end; None when the last stream went through ADBC (or has not ended).
-        self.copied_rows: int | None = None
-        self.last_path: str | None = None
 
     @property
     def reader(self) -> str:
         """How rows travel, for the load's metadata."""
-        if self.compile_dialect.name == "sqlite":
-            return "adbc-sqlite"
-        return "pg-copy-binary" if self.last_path == "pg-copy" else "adbc-postgresql-copy"
-
-    def snapshot_id(self) -> str:
-        """This transaction's snapshot, exported once (PostgreSQL), for other connections."""
-        if self._snapshot_id is None:
-            self._snapshot_id = str(self.scalar(sa.select(sa.func.pg_export_snapshot())))
-        return self._snapshot_id
-
-    def copies(self, schema: pa.Schema) -> bool:
-        """Whether a stream of `schema` will likely be a binary COPY that counts its own rows.
-
-        Decided before the stream from the Arrow types alone; the result's type OIDs may
-        still send it to ADBC, in which case `copied_rows` stays None.
-        """
-        return self.pg_copy_mode != "0" and pg_copy.may_read(schema)
+        return "adbc-sqlite" if self.compile_dialect.name == "sqlite" else "adbc-postgresql-copy"
 
     def _compile(self, stmt: sa.Select[Any]) -> tuple[str, tuple[Any, ...] | None]:
         if self.compile_dialect.name == "sqlite":
@@ -181,51 +152,10 @@ class AdbcSnapshot:
             cur.execute(sql, parameters=params)
             return [tuple(r) for r in cur.fetchall()]
 
-    def planner_scans_table(self, stmt: sa.Select[Any]) -> bool:
-        """Whether PostgreSQL, shown the window's real values, would read the whole table.
-
-        The stream hands its values over as transaction settings (`_session_bound`), which the
-        planner cannot look into: it then guesses a small window and walks the cursor's index
-        even for a window covering the table (0.62 s against 0.31 s of server time for 2M
-        rows whose order follows the index, far worse when it does not). EXPLAIN with the
-        values bound as parameters shows the plan it would choose for them; a sequential scan
-        there is asked for again in the stream (`TABLE_SCAN_OPTION`).
-        """
-        if self.compile_dialect.name == "sqlite":
-            return False
-        sql, params = self._compile(_values_in_sight(stmt))
-        if not params:
-            return False  # nothing hidden from the planner
-        self.execute("SAVEPOINT delta_plan")  # a refused EXPLAIN must not end the snapshot
-        try:
-            with self.conn.cursor() as cur:
-                cur.execute(f"EXPLAIN (FORMAT JSON) {sql}", parameters=params)
-                row = cur.fetchone()
-            plan = json.loads(row[0]) if isinstance(row[0], str | bytes) else row[0]
-            scans = _scans_a_table(plan[0]["Plan"])
-        except Exception:  # a value the driver cannot bind: keep the planner's usual plan
-            self.execute("ROLLBACK TO SAVEPOINT delta_plan")
-            scans = False
-        self.execute("RELEASE SAVEPOINT delta_plan")
-        return scans
-
     def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
         sqlite = self.compile_dialect.name == "sqlite"
         scaled: list[int] = []
         no_index = not sqlite and bool(stmt.get_execution_options().get(TABLE_SCAN_OPTION))
-        self.copied_rows = None
-        self.last_path = None
-        read = None if sqlite else self._copy_read(stmt, schema, no_index)
-        if read is not None:
-            self.last_path = "pg-copy"
-            try:
-                for batch in read.batches(min(batch_rows, PG_COPY_ROWS)):
-                    yield conform(batch, schema, table=self.table)  # already the schema: a check
-                self.copied_rows = read.served
-            finally:
-                read.close()
-            return
-        self.last_path = "adbc"
         if not sqlite:
             stmt, scaled = _pg_unscaled_decimals(stmt, schema)
         sql, params = self._compile(stmt)
@@ -259,6 +189,115 @@ class AdbcSnapshot:
                         self.execute(f"SET LOCAL {setting} TO DEFAULT")
 
 
+class PgSnapshot:
+    """A read-only repeatable-read transaction on a psycopg connection (PostgreSQL).
+
+    Its own statements (counts, chunk edges, EXPLAIN, the snapshot's export) run here. A
+    window's rows stream on a connection of their own that imports this snapshot: a binary COPY
+    decoded in C (`pg_copy`), whose command tag is then the server's count of them
+    (`copied_rows`), or, for columns that reader does not decode, ADBC (`AdbcSnapshot`). ADBC
+    is imported only then: its DB-API module loads pyarrow.dataset (and pandas, when installed),
+    ~60 MB of peak RSS a load of decodable columns does not need.
+    """
+
+    def __init__(
+        self, conn: Any, table: str, *, uri: str, snapshot_id: str | None = None, mode: str = "auto"
+    ):
+        self.conn = conn
+        self.table = table
+        self.uri = uri
+        self.pg_copy_mode = mode
+        self._snapshot_id = snapshot_id  # the imported snapshot, else exported on demand
+        #: The server's tally of the rows the last stream's binary COPY sent, once read to its
+        #: end; None when the last stream went through ADBC (or has not ended).
+        self.copied_rows: int | None = None
+        self.last_path: str | None = None
+
+    @property
+    def reader(self) -> str:
+        """How rows travel, for the load's metadata."""
+        return "adbc-postgresql-copy" if self.last_path == "adbc" else "pg-copy-binary"
+
+    def snapshot_id(self) -> str:
+        """This transaction's snapshot, exported once, for other connections."""
+        if self._snapshot_id is None:
+            self._snapshot_id = str(self.scalar(sa.select(sa.func.pg_export_snapshot())))
+        return self._snapshot_id
+
+    def copies(self, schema: pa.Schema) -> bool:
+        """Whether a stream of `schema` will likely be a binary COPY that counts its own rows.
+
+        Decided before the stream from the Arrow types alone; the result's type OIDs may
+        still send it to ADBC, in which case `copied_rows` stays None.
+        """
+        return self.pg_copy_mode != "0" and pg_copy.may_read(schema)
+
+    def _compile(self, stmt: sa.Select[Any]) -> tuple[str, dict[str, Any]]:
+        compiled = stmt.compile(dialect=_PG_PYFORMAT)
+        return str(compiled), compiled.construct_params()
+
+    def execute(self, sql: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql)
+
+    def scalar(self, stmt: sa.Select[Any]) -> Any:
+        sql, params = self._compile(stmt)
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        return row[0] if row else None
+
+    def rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
+        """A few small rows (chunk boundaries) as Python tuples."""
+        sql, params = self._compile(stmt)
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return [tuple(r) for r in cur.fetchall()]
+
+    def planner_scans_table(self, stmt: sa.Select[Any]) -> bool:
+        """Whether PostgreSQL, shown the window's real values, would read the whole table.
+
+        The stream hands its values over as transaction settings (`_session_bound`), which the
+        planner cannot look into: it then guesses a small window and walks the cursor's index
+        even for a window covering the table (0.62 s against 0.31 s of server time for 2M
+        rows whose order follows the index, far worse when it does not). EXPLAIN with the
+        values bound as parameters shows the plan it would choose for them; a sequential scan
+        there is asked for again in the stream (`TABLE_SCAN_OPTION`).
+        """
+        sql, params = self._compile(_values_in_sight(stmt))
+        if not params:
+            return False  # nothing hidden from the planner
+        self.execute("SAVEPOINT delta_plan")  # a refused EXPLAIN must not end the snapshot
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+                row = cur.fetchone()
+            plan = json.loads(row[0]) if isinstance(row[0], str | bytes) else row[0]
+            scans = _scans_a_table(plan[0]["Plan"])
+        except Exception:  # a value the driver cannot bind: keep the planner's usual plan
+            self.execute("ROLLBACK TO SAVEPOINT delta_plan")
+            scans = False
+        self.execute("RELEASE SAVEPOINT delta_plan")
+        return scans
+
+    def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        self.copied_rows = None
+        self.last_path = None
+        no_index = bool(stmt.get_execution_options().get(TABLE_SCAN_OPTION))
+        read = self._copy_read(stmt, schema, no_index)
+        if read is None:
+            self.last_path = "adbc"
+            with _adbc_in_snapshot(self.uri, self.snapshot_id(), self.table) as adbc:
+                yield from adbc.stream(stmt, schema, batch_rows)
+            return
+        self.last_path = "pg-copy"
+        try:
+            for batch in read.batches(min(batch_rows, PG_COPY_ROWS)):
+                yield conform(batch, schema, table=self.table)  # already the schema: a check
+            self.copied_rows = read.served
+        finally:
+            read.close()
+
     def _copy_read(self, stmt: sa.Select[Any], schema: pa.Schema, no_index: bool) -> pg_copy.CopyRead | None:
         """The window's binary COPY, started, or None when it does not apply (ADBC reads it).
 
@@ -271,8 +310,10 @@ class AdbcSnapshot:
         if why is None and not pg_copy.may_read(schema):
             why = "a column's Arrow type is not produced by the binary COPY reader"
         if why is None:
-            sql, params = self._compile(stmt)
-            sql, settings = _as_settings(sql, params or ())
+            compiled = stmt.compile(dialect=_PG_NUMERIC)
+            values = compiled.construct_params()
+            params = tuple(values[k] for k in (compiled.positiontup or ()))
+            sql, settings = _as_settings(str(compiled), params)
             local = [f"{setting} = off" for setting in _PG_NO_INDEX_PATHS] if no_index else []
             try:
                 return pg_copy.CopyRead(
@@ -283,6 +324,25 @@ class AdbcSnapshot:
         if self.pg_copy_mode == "1":
             raise SourceError(f"binary COPY read required but not possible: {why}", table=self.table)
         return None
+
+
+
+@contextmanager
+def _adbc_in_snapshot(uri: str, snapshot_id: str, table: str) -> Iterator[AdbcSnapshot]:
+    """An ADBC connection in the exported snapshot `snapshot_id`, for one window's rows."""
+    if not _PG_SNAPSHOT_ID.fullmatch(snapshot_id):
+        raise ValueError(f"not an exported snapshot id: {snapshot_id!r}")
+    conn = pg_connections.connect(uri)
+    try:
+        snap = AdbcSnapshot(conn, _PG_NUMERIC, table)
+        snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snap.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")  # before the first query
+        snap.execute("SET LOCAL TIME ZONE 'UTC'")
+        snap.execute("SET LOCAL jit = off")
+        yield snap
+    finally:
+        conn.rollback()
+        conn.close()
 
 
 def _as_settings(sql: str, params: tuple[Any, ...]) -> tuple[str, list[tuple[str, str]]]:
@@ -656,12 +716,12 @@ def open_snapshot(
     if snapshot_id is not None and (name != "postgresql" or not _PG_SNAPSHOT_ID.fullmatch(snapshot_id)):
         raise ValueError(f"cannot import snapshot {snapshot_id!r} on {name}")
     if name == "postgresql":
+        import psycopg as pg
+
         uri = adbc_uri(engine.url)
-        conn = pg_connections.connect(uri)
+        conn = pg.connect(uri, autocommit=False)
         try:
-            snap = AdbcSnapshot(
-                conn, _PG_NUMERIC, table, uri=uri, snapshot_id=snapshot_id, pg_copy_mode=PG_COPY
-            )
+            snap = PgSnapshot(conn, table, uri=uri, snapshot_id=snapshot_id, mode=PG_COPY)
             snap.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             if snapshot_id is not None:  # must precede the transaction's first query
                 snap.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")

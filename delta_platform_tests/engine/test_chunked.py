@@ -417,10 +417,10 @@ def test_postgres_copied_chunks_count_themselves(db: Db, source: Source, lake: L
     """With the binary COPY reader each chunk's count is its COPY's tag: no count query at all,
     and the tags still add up to the leader's count of the window."""
     from delta_platform.engine.chunked import CHECKPOINT
-    from delta_platform.source import pg_copy
+    from delta_platform.source import snapshot
 
-    if not pg_copy.available():
-        pytest.skip(pg_copy.UNAVAILABLE)
+    if not snapshot.copies_postgresql():
+        pytest.skip("PostgreSQL rows are read through ADBC here (no _pg_copy, or DELTA_PLATFORM_PG_COPY=0)")
     _create(db)
     _insert(db, [(i, f"k{i % 3}", T0 + timedelta(seconds=1 + i // 50)) for i in range(1, 3001)])
     engine = _CountThreads(chunks=3, workers=2, min_rows_per_chunk=500, batch_rows=200)

@@ -1,5 +1,8 @@
 """ADBC PostgreSQL connections from one database object per source, opened ahead of the read.
 
+ADBC reads a PostgreSQL window only when the binary COPY reader (`pg_copy`) is not built, is
+switched off, or meets a column type it does not decode; what follows is about those loads.
+
 Opening an ADBC PostgreSQL *database* object reads the server's type catalog (~30 ms on
 loopback); connections made from one database object share it and open in ~5 ms. A load opens
 two (the snapshot and the count that runs beside it) and a chunked load one per chunk, and an

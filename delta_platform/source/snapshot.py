@@ -1,9 +1,12 @@
 """One consistent snapshot per window: the count and the rows that it verifies are read together.
 
-PostgreSQL and SQLite stream Arrow batches through ADBC (no Python object per row); MySQL and
-MariaDB have the server pack each row into one CSV line that Arrow parses (`mysql_packed`),
-through mysqlclient when it is importable, else pymysql; other dialects, and MySQL columns that
-cannot be packed, go through the DB-API driver and are assembled into Arrow column by column.
+No Python object per row where it can be helped. PostgreSQL: a snapshot on psycopg whose
+windows stream as a binary COPY decoded in C (`pg_copy`) on a connection importing it, or
+through ADBC for columns that reader does not decode. SQLite: ADBC. MySQL and MariaDB: a
+prepared statement decoded in C (`mysql_binary`), else each row packed by the server into one
+CSV line that Arrow parses (`mysql_packed`), through mysqlclient when it is importable, else
+pymysql. Other dialects, and MySQL columns that cannot be packed, go through the DB-API driver
+and are assembled into Arrow column by column.
 """
 
 from __future__ import annotations

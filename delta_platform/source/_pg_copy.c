@@ -56,6 +56,8 @@ typedef struct {
     PGconn *pg;
     int ncols;
     Column *cols;
+    int busy;                  /* a call runs without the GIL on this connection */
+    int close_later;           /* close() came meanwhile (from another thread): close after it */
     int copying;               /* COPY OUT started, its end not yet seen */
     int header_read;
     int done;
@@ -96,7 +98,7 @@ static PyObject *raise_error(Reader *r, PyObject *type) {
 static PyObject *raise_result_error(Reader *r, PGresult *res, const char *what) {
     const char *m = res ? PQresultErrorMessage(res) : "";
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    if (!m || !*m) m = PQerrorMessage(r->pg);
+    if (!m || !*m) m = r->pg ? PQerrorMessage(r->pg) : "the reader was closed";
     r->err = 1;
     r->err_col = -1;
     snprintf(r->err_msg, sizeof r->err_msg, "%s (SQLSTATE %s): %s", what, state ? state : "?", m);
@@ -106,13 +108,24 @@ static PyObject *raise_result_error(Reader *r, PGresult *res, const char *what) 
     return raise_error(r, Error);
 }
 
+static void close_conn(Reader *r);
+
 static int Reader_ok(Reader *r) {
+    if (r->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the reader is in use by another thread");
+        return 0;
+    }
     if (!r->pg) {
         PyErr_SetString(PyExc_ValueError, "the reader is closed");
         return 0;
     }
     return 1;
 }
+
+/* Around the libpq calls made without the GIL: one at a time, and a close() that came from
+ * another thread meanwhile happens after them, never under them. */
+#define UNLOCKED_BEGIN(r) r->busy = 1; Py_BEGIN_ALLOW_THREADS
+#define UNLOCKED_END(r) Py_END_ALLOW_THREADS r->busy = 0; if (r->close_later) close_conn(r);
 
 /* ---- big-endian reads ---------------------------------------------------------------------- */
 
@@ -217,9 +230,9 @@ static PyObject *Reader_execute(Reader *r, PyObject *args) {
     }
     PGresult *res;
     PGconn *pg = r->pg;
-    Py_BEGIN_ALLOW_THREADS
+    UNLOCKED_BEGIN(r)
     res = n ? PQexecParams(pg, sql, (int)n, NULL, values, NULL, NULL, 0) : PQexec(pg, sql);
-    Py_END_ALLOW_THREADS
+    UNLOCKED_END(r)
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return raise_result_error(r, res, "statement failed");
     PQclear(res);
@@ -233,13 +246,13 @@ static PyObject *Reader_describe(Reader *r, PyObject *args) {
     if (!Reader_ok(r)) return NULL;
     PGresult *res;
     PGconn *pg = r->pg;
-    Py_BEGIN_ALLOW_THREADS
+    UNLOCKED_BEGIN(r)
     res = PQprepare(pg, "", sql, 0, NULL);
     if (res && PQresultStatus(res) == PGRES_COMMAND_OK) {
         PQclear(res);
         res = PQdescribePrepared(pg, "");
     }
-    Py_END_ALLOW_THREADS
+    UNLOCKED_END(r)
     if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) return raise_result_error(r, res, "describe failed");
     int n = PQnfields(res);
     PyObject *out = PyList_New(n);
@@ -313,10 +326,10 @@ static PyObject *Reader_copy(Reader *r, PyObject *args) {
     }
     PGresult *res;
     PGconn *pg = r->pg;
-    Py_BEGIN_ALLOW_THREADS
+    UNLOCKED_BEGIN(r)
     res = PQexec(pg, sql);
-    Py_END_ALLOW_THREADS
-    if (!res || PQresultStatus(res) != PGRES_COPY_OUT) {
+    UNLOCKED_END(r)
+    if (!res || PQresultStatus(res) != PGRES_COPY_OUT || !r->pg) {
         free_cols(r);
         return raise_result_error(r, res, "COPY failed");
     }
@@ -653,14 +666,21 @@ static PyObject *Reader_fetch(Reader *r, PyObject *arg) {
     Py_ssize_t max_rows = PyLong_AsSsize_t(arg);
     if (max_rows == -1 && PyErr_Occurred()) return NULL;
     if (max_rows < 1) max_rows = 1;
+    if (r->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the reader is in use by another thread");
+        return NULL;
+    }
     if (r->done || !r->pg || !r->copying) Py_RETURN_NONE;
 
     if (batch_begin(r->cols, sizeof(Column), r->ncols, max_rows) < 0) return NULL;
 
     Py_ssize_t rows;
-    Py_BEGIN_ALLOW_THREADS
+    int closed_meanwhile;
+    UNLOCKED_BEGIN(r)
     rows = decode_rows(r, max_rows);
-    Py_END_ALLOW_THREADS
+    UNLOCKED_END(r)
+    closed_meanwhile = !r->pg;
+    if (closed_meanwhile && rows >= 0) rows = 0; /* close() asked for it: no more rows */
     if (rows < 0) {
         free_batch(r);
         close_conn(r); /* a broken COPY leaves nothing worth keeping on this connection */
@@ -674,6 +694,10 @@ static PyObject *Reader_fetch(Reader *r, PyObject *arg) {
 }
 
 static PyObject *Reader_close(Reader *r, PyObject *unused) {
+    if (r->busy) {
+        r->close_later = 1; /* the call running without the GIL closes when it ends */
+        Py_RETURN_NONE;
+    }
     close_conn(r);
     Py_RETURN_NONE;
 }

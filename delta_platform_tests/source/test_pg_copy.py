@@ -696,6 +696,44 @@ def test_a_dropped_read_closes_its_connection(pg: sa.Engine, pg_schema: str) -> 
         assert wait_no_reader_backends(pg, pg_schema, copying=True) == 0
 
 
+def test_close_from_another_thread_during_a_fetch_is_safe(pg: sa.Engine, pg_schema: str) -> None:
+    """close() while a fetch decodes without the GIL waits for it: no crash, no row invented,
+    no count claimed, and the session ends."""
+    import threading
+
+    n = 400_000
+    _, schema = create_table(pg, pg_schema, "cl", "id int PRIMARY KEY, s text", [])
+    with pg.begin() as conn:
+        conn.exec_driver_sql(
+            f"INSERT INTO \"{pg_schema}\".cl SELECT i, repeat('y', 50) || i FROM generate_series(1, {n}) i"
+        )
+    with exported(pg) as (_, snapshot_id):
+        read = copy_read(pg, snapshot_id, f'SELECT id, s FROM "{pg_schema}".cl', schema)
+        got: list[int] = []
+        errors: list[BaseException] = []
+        started = threading.Event()
+
+        def consume() -> None:
+            try:
+                started.set()
+                for batch in read.batches(n):  # one long fetch
+                    got.append(batch.num_rows)
+            except BaseException as exc:  # noqa: BLE001 - looked at below
+                errors.append(exc)
+
+        worker = threading.Thread(target=consume)
+        worker.start()
+        started.wait()
+        read.close()  # from this thread, while the worker's fetch may be running
+        read.close()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert sum(got) in (0, n)  # the whole batch before the close, or nothing
+        assert read.served is None or (read.served == n and sum(got) == n)
+        assert all(isinstance(e, (SourceError, RuntimeError)) for e in errors)
+        assert wait_no_reader_backends(pg, pg_schema, copying=True) == 0
+
+
 # ---- 7. large values --------------------------------------------------------------------------
 
 

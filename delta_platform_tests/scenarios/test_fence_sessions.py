@@ -91,3 +91,45 @@ def test_transaction_in_another_database_does_not_block(pg: Db, tmp_path: Path) 
         conn.close()
         other.dispose()
         rig.close()
+
+
+def test_mariadb_fence_sees_a_writer_younger_than_the_innodb_trx_cache(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """INFORMATION_SCHEMA.INNODB_TRX is a cache refilled at most every 0.1 s. A writer that
+    took its AUTO_INCREMENT value just before T0 must still be in the drain's first read, or
+    its row (below the fenced MAX) commits after the snapshot and is lost."""
+    from delta_platform_tests.scenarios.harness import OpenTxn
+
+    db = make_db("mariadb", request, tmp_path)
+    db.create("w", {"id": "serial", "note": "text"})
+    source = Source(db.url)
+    first_reads: list[dict[Any, Any]] = []
+    real = source.dialect.open_transactions
+
+    def recorded(conn: sa.Connection) -> dict[Any, Any]:
+        got = real(conn)
+        if not first_reads:
+            first_reads.append(got)
+        return got
+
+    source.dialect.open_transactions = recorded  # type: ignore[method-assign]
+    with db.engine.connect() as filler:  # fill the cache now, before the writer exists
+        filler.exec_driver_sql("SELECT COUNT(*) FROM information_schema.innodb_trx").all()
+    txn = OpenTxn(db, f"INSERT INTO {db.qualified('w')} (note) VALUES ('late')")
+    try:
+        with source.engine.connect() as conn:  # T0 is now: the writer is already open
+            drain = source.dialect.drain(conn, 0.3)
+        with db.engine.connect() as conn:
+            time.sleep(0.15)  # a fresh fill of the cache
+            writer = conn.exec_driver_sql(
+                "SELECT trx_id FROM information_schema.innodb_trx WHERE trx_rows_modified > 0 "
+                "AND trx_mysql_thread_id = %s",
+                (txn.conn.connection.driver_connection.thread_id(),),
+            ).scalar()
+        assert writer is not None
+        assert writer in first_reads[0]  # seen at the first read, so waited for
+        assert not drain.drained
+    finally:
+        txn.commit()
+        source.dispose()

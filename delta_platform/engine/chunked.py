@@ -238,7 +238,8 @@ class ChunkedEngine:
         queue_depth: int = 2,
     ):
         """`batch_rows` and `row_group_rows` are what one stream would use; each of W concurrent
-        chunks gets 1/W of them (at least `_MIN_CHUNK_BATCH` / `_MIN_CHUNK_ROW_GROUP`), so the
+        chunks gets 1/W of the row group and 1/2W of the batch with a queue of one
+        (`_batch_share`; at least `_MIN_CHUNK_BATCH` / `_MIN_CHUNK_ROW_GROUP`), so the
         buffers of W readers and writers together stay near one stream's (peak RSS, 2M rows,
         2 workers, `engine_speed.py`: PostgreSQL 409 -> 305-330 MB, SQLite 516 -> 350-370 MB,
         at the same speed)."""
@@ -638,10 +639,10 @@ class ChunkedEngine:
                         count = -1  # counted on the leader's connection (`_LeaderCounter`)
                     else:
                         count = int(snap.scalar(self._count(run, chunk)) or 0)
-                    batch_rows = self._share(self.batch_rows, _MIN_CHUNK_BATCH)
+                    batch_rows = self._batch_share()
                     batches = snap.stream(self._select(run, chunk), run.info.schema, batch_rows)
                     with self._writer(run, files) as writer:
-                        for batch in _prefetch(batches, self.queue_depth):
+                        for batch in _prefetch(batches, self._queue_share()):
                             if run.stop.is_set():
                                 raise _Cancelled()
                             writer.write_batch(batch)
@@ -687,6 +688,22 @@ class ChunkedEngine:
             table = run.info.entry.target_table_name
             raise EngineError(f"chunk {chunk.index}: no row count from the server", table=table)
         return int(served)
+
+    def _batch_share(self) -> int:
+        """One concurrent chunk's read batch: half its share of a stream's batch, at least
+        `_MIN_CHUNK_BATCH`. A chunk's batches wait in its own queue while another chunk's
+        writer runs, so W chunks hold more batches at once than one stream does (SQLite 2M
+        rows, 2 workers, `memory_profile.py --chunk-rows`: peak ~320-337 MB with 1/W of the
+        batch and a queue of 2, ~270-300 MB with 1/2W and a queue of 1, at the same speed).
+        PostgreSQL and MySQL binary reads cap their batches lower anyway."""
+        if self.workers <= 1:
+            return self.batch_rows
+        return min(self.batch_rows, max(_MIN_CHUNK_BATCH, self.batch_rows // (2 * self.workers)))
+
+    def _queue_share(self) -> int:
+        """Batches a chunk's reader may run ahead of its writer: the stream's queue when one
+        chunk reads at a time, else one (the other chunks keep the cores busy meanwhile)."""
+        return self.queue_depth if self.workers <= 1 else 1
 
     def _share(self, rows: int, floor: int) -> int:
         """One concurrent chunk's share of a per-stream buffer size."""

@@ -736,9 +736,9 @@ def open_snapshot(
             conn.close()
         return
     if name == "sqlite":
-        import adbc_driver_sqlite.dbapi as sq
+        from delta_platform.source import sqlite_adbc
 
-        conn = sq.connect(engine.url.database or ":memory:", autocommit=False)
+        conn = sqlite_adbc.Connection(engine.url.database or ":memory:")
         try:
             snap = AdbcSnapshot(conn, engine.dialect, table)
             for alias, path in (attach or {}).items():
@@ -746,6 +746,7 @@ def open_snapshot(
                 conn.adbc_connection.set_autocommit(True)
                 with conn.cursor() as cur:
                     cur.execute(f"ATTACH DATABASE ? AS {quoted}", parameters=(path,))
+                    cur.fetchall()
                 conn.adbc_connection.set_autocommit(False)
             yield snap
         finally:

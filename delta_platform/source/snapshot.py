@@ -104,7 +104,37 @@ class Snapshot(Protocol):
     ) -> Iterator[pa.RecordBatch]: ...
 
 
-class AdbcSnapshot:
+class _Statements:
+    """The snapshot's own small statements on a cursor of `conn` (a context manager)."""
+
+    conn: Any
+
+    def _compile(self, stmt: sa.Select[Any]) -> tuple[str, Any]:
+        raise NotImplementedError
+
+    def _run(self, cur: Any, sql: str, params: Any) -> None:
+        cur.execute(sql, params)
+
+    def execute(self, sql: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql)
+
+    def scalar(self, stmt: sa.Select[Any]) -> Any:
+        sql, params = self._compile(stmt)
+        with self.conn.cursor() as cur:
+            self._run(cur, sql, params)
+            row = cur.fetchone()
+        return row[0] if row else None
+
+    def rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
+        """A few small rows (chunk boundaries) as Python tuples."""
+        sql, params = self._compile(stmt)
+        with self.conn.cursor() as cur:
+            self._run(cur, sql, params)
+            return [tuple(r) for r in cur.fetchall()]
+
+
+class AdbcSnapshot(_Statements):
     """A read-only repeatable-read transaction on an ADBC connection: SQLite's snapshot, and
     PostgreSQL's rows when the binary COPY reader does not take them (`PgSnapshot.stream`)."""
 
@@ -141,23 +171,8 @@ class AdbcSnapshot:
                 cur.fetchall()
         return sql, None
 
-    def execute(self, sql: str) -> None:
-        with self.conn.cursor() as cur:
-            cur.execute(sql)
-
-    def scalar(self, stmt: sa.Select[Any]) -> Any:
-        sql, params = self._compile(stmt)
-        with self.conn.cursor() as cur:
-            cur.execute(sql, parameters=params)
-            row = cur.fetchone()
-        return row[0] if row else None
-
-    def rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
-        """A few small rows (chunk boundaries) as Python tuples."""
-        sql, params = self._compile(stmt)
-        with self.conn.cursor() as cur:
-            cur.execute(sql, parameters=params)
-            return [tuple(r) for r in cur.fetchall()]
+    def _run(self, cur: Any, sql: str, params: Any) -> None:
+        cur.execute(sql, parameters=params)
 
     def stream(self, stmt: sa.Select[Any], schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
         sqlite = self.compile_dialect.name == "sqlite"
@@ -197,7 +212,7 @@ class AdbcSnapshot:
                         self.execute(f"SET LOCAL {setting} TO DEFAULT")
 
 
-class PgSnapshot:
+class PgSnapshot(_Statements):
     """A read-only repeatable-read transaction on a psycopg connection (PostgreSQL).
 
     Its own statements (counts, chunk edges, EXPLAIN, the snapshot's export) run here. A
@@ -244,23 +259,6 @@ class PgSnapshot:
         compiled = stmt.compile(dialect=_PG_PYFORMAT)
         return str(compiled), compiled.construct_params()
 
-    def execute(self, sql: str) -> None:
-        with self.conn.cursor() as cur:
-            cur.execute(sql)
-
-    def scalar(self, stmt: sa.Select[Any]) -> Any:
-        sql, params = self._compile(stmt)
-        with self.conn.cursor() as cur:
-            cur.execute(sql, params)
-            row = cur.fetchone()
-        return row[0] if row else None
-
-    def rows(self, stmt: sa.Select[Any]) -> list[tuple[Any, ...]]:
-        """A few small rows (chunk boundaries) as Python tuples."""
-        sql, params = self._compile(stmt)
-        with self.conn.cursor() as cur:
-            cur.execute(sql, params)
-            return [tuple(r) for r in cur.fetchall()]
 
     def planner_scans_table(self, stmt: sa.Select[Any]) -> bool:
         """Whether PostgreSQL, shown the window's real values, would read the whole table.

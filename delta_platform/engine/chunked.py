@@ -90,7 +90,7 @@ CHECKPOINT_VERSION = 1
 #: scans would then read more than one pass over the key's index.
 FENCE_SHARE = 1.0
 #: A chunk whose count is the server's tally of the rows its stream sent (MySQL FOUND_ROWS(), see
-#: `MySQLSnapshot.served_rows`; a PostgreSQL binary COPY's tag, `AdbcSnapshot.copied_rows`): no
+#: `MySQLSnapshot.served_rows`; a PostgreSQL binary COPY's tag, `PgSnapshot.copied_rows`): no
 #: COUNT(*) pass over the chunk's range (0.25 s per 1M rows on MariaDB, a heap scan on PostgreSQL).
 _SERVED = -2
 #: Smallest per-chunk read batch and Parquet row group: below these, per-batch overheads and

@@ -85,7 +85,7 @@ class StreamingEngine:
 class _SnapshotCounts:
     """The window's count and NULL count, read in the rows' own snapshot.
 
-    PostgreSQL: when the rows come as a binary COPY (`AdbcSnapshot.copies`), the window's count
+    PostgreSQL: when the rows come as a binary COPY (`PgSnapshot.copies`), the window's count
     is the COPY's own tally (`copied_rows`); otherwise the snapshot is exported and a second
     connection importing it counts the window while the rows stream (the same snapshot, so
     still the same rows). The NULL count of an incremental window runs there too. MySQL and

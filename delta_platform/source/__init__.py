@@ -164,7 +164,7 @@ class Source:
         per row (1.2-2.2x slower than the scan): the hint is `NOT INDEXED`. PostgreSQL, whose
         window values reach the planner only as transaction settings, gets the same request
         as an execution option its snapshot turns into planner settings for the one read
-        (`AdbcSnapshot.stream`). The hint changes the plan, never the rows; other dialects
+        (`PgSnapshot.stream`). The hint changes the plan, never the rows; other dialects
         ignore it.
         """
         stmt = sa.select(*self.read_columns(info)).where(self.predicate(info, window))

@@ -9,36 +9,6 @@ import sqlalchemy as sa
 
 from delta_platform.source.catalog import arrow_type
 
-#: Text values that break naive readers: separators, quotes, escapes, NUL, 4-byte UTF-8, lookalikes.
-TEXTS: list[str | None] = [
-    '',
-    None,
-    'a,b',
-    '"quoted"',
-    '""',
-    'line\nbreak',
-    'cr\r\nlf',
-    'back\\slash',
-    'trailing\\',
-    '\\N',
-    'NULL',
-    'null',
-    'ünïcødé 🎉 中文',
-    ' lead and trail ',
-    '\t',
-    ',',
-    '"',
-    "'",
-    '1e5',
-    'NaN',
-    'nul\x00byte',
-    'ünïcødé 🎉 中文 𝄞',
-    '?',
-    '%s %%',
-]
-#: Binary values that break naive readers: every byte, quotes, separators, NUL, invalid UTF-8.
-BYTES = [b"", None, bytes(range(256)), b'"', b"\n", b"\x00", b'a,"b"\r\n', b"\\", b"\xff\xfe"]
-
 
 def create_table(
     engine: sa.Engine, ddl: str, name: str, rows: list[dict[str, Any]]

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from delta_platform.errors import SourceError, redact
 from delta_platform.source import mysql_binary, snapshot
 from delta_platform.source.dialects import MySQLDialect
-from delta_platform_tests.source.maria import BYTES, TEXTS, create_table
+from delta_platform_tests.source.extremes import BYTES, DATES, DATETIMES, TEXTS
+from delta_platform_tests.source.maria import create_table
 
 pytestmark = [
     pytest.mark.mariadb,
@@ -62,21 +63,6 @@ INTS = [
     (None, None, None, None, None, None),
 ]
 DBLS = [0.1, 1 / 3, 1e308, -2.2250738585072014e-308, 5e-324, -0.0, 123456789.125, None]
-DATES = [
-    dt.date(1, 1, 1),
-    dt.date(9999, 12, 31),
-    dt.date(1970, 1, 1),
-    dt.date(1969, 12, 31),
-    dt.date(2024, 2, 29),
-    None,
-]
-DTS = [
-    dt.datetime(1, 1, 1),
-    dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
-    dt.datetime(1969, 12, 31, 23, 59, 59, 999999),
-    dt.datetime(2024, 3, 31, 1, 30, 0, 1),
-    None,
-]
 TSS = [
     dt.datetime(1970, 1, 1, 0, 0, 0, 1),
     dt.datetime(2038, 1, 19, 3, 14, 7, 999999),
@@ -92,6 +78,7 @@ def _rows() -> list[dict[str, Any]]:
         i8, i16, i24, i32, u8, u24 = INTS[i % len(INTS)]
         dec2, dec18, dec38, dec0 = DECS[i % len(DECS)]
         ts = TSS[i % len(TSS)]
+        dtv = DATETIMES[i % len(DATETIMES)]
         rows.append(
             {
                 "id": -(2**63) if i == 0 else (2**63 - 1 if i == 1 else i),
@@ -107,8 +94,8 @@ def _rows() -> list[dict[str, Any]]:
                 "dec0": dec0,
                 "dbl": DBLS[i % len(DBLS)],
                 "d": DATES[i % len(DATES)],
-                "dt0": None if DTS[i % 5] is None else DTS[i % 5].replace(microsecond=0),
-                "dt6": DTS[i % 5],
+                "dt0": None if dtv is None else dtv.replace(microsecond=0),
+                "dt6": dtv,
                 "ts6": ts,
                 "ts0": None
                 if ts is None

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from delta_platform.source import mysql_packed, snapshot
 from delta_platform.source.dialects import MySQLDialect
-from delta_platform_tests.source.maria import BYTES, TEXTS, create_table
+from delta_platform_tests.source.extremes import BYTES, TEXTS
+from delta_platform_tests.source.maria import create_table
 
 HAS_MYSQLCLIENT = importlib.util.find_spec("MySQLdb") is not None
 READERS = [

@@ -26,7 +26,7 @@ from delta_platform.core.watermark import Kind, Watermark
 from delta_platform.errors import SourceError
 from delta_platform.source import pg_copy, snapshot
 from delta_platform.source.dialects import PostgresDialect
-from delta_platform_tests.source.maria import BYTES, TEXTS
+from delta_platform_tests.source.extremes import BYTES, DATES, DATETIMES, TEXTS
 from delta_platform_tests.source.pg import (
     copy_read,
     create_table,
@@ -132,24 +132,6 @@ INTS = [
 ]
 REALS = [1.5, -0.0, 3.4028234663852886e38, 1e-45, float("inf"), float("-inf"), 0.1, None]
 DOUBLES = [0.1, 1 / 3, 1e308, 5e-324, -2.2250738585072014e-308, float("-inf"), -0.0, None]
-DATES = [
-    dt.date(1, 1, 1),
-    dt.date(9999, 12, 31),
-    dt.date(1969, 12, 31),
-    dt.date(2024, 2, 29),
-    dt.date(1970, 1, 1),
-    dt.date(2000, 1, 1),
-    None,
-]
-DTS = [
-    dt.datetime(1, 1, 1),
-    dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
-    dt.datetime(1969, 12, 31, 23, 59, 59, 999999),
-    dt.datetime(1999, 12, 31, 23, 59, 59, 999999),
-    dt.datetime(2000, 1, 1),
-    dt.datetime(2024, 2, 29, 12, 0, 0, 123456),
-    None,
-]
 GOLDEN = 0x9E3779B97F4A7C15_F39CC0605CEDC834
 TIMES = [dt.time(0), dt.time(23, 59, 59, 999999), dt.time(12, 34, 56, 789), None]
 
@@ -163,7 +145,7 @@ def _kinds_rows() -> list[dict[str, Any]]:
     for i, text in enumerate(PG_TEXTS):
         n12, n38, nu, n4, n382, n380, n5 = NUMS[i % len(NUMS)]
         i2, i4, i8 = INTS[i % len(INTS)]
-        ts = DTS[i % len(DTS)]
+        ts = DATETIMES[i % len(DATETIMES)]
         rows.append(
             {
                 "id": i,

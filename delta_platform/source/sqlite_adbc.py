@@ -8,9 +8,16 @@ AdbcConnection, AdbcStatement) stream the same Arrow batches through the C data 
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from typing import Any
 
 import pyarrow as pa
+
+#: Milliseconds a statement waits for another connection's lock (as Python's sqlite3 does by
+#: default) instead of failing at once with "database is locked": a writer's commit briefly
+#: locks readers out, and ADBC sets no timeout of its own.
+BUSY_TIMEOUT_MS = 5000
 
 
 class Connection:
@@ -21,22 +28,34 @@ class Connection:
         import adbc_driver_sqlite
 
         self._db = adbc_driver_sqlite.connect(path)
+        self._cursors: weakref.WeakSet[Cursor] = weakref.WeakSet()
         try:
             self.adbc_connection = adbc_driver_manager.AdbcConnection(self._db)
+            with self.cursor() as cur:
+                cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
+                cur.fetchall()
+            self.adbc_connection.set_autocommit(False)
         except BaseException:
-            self._db.close()
+            self.close()
             raise
-        self.adbc_connection.set_autocommit(False)
 
     def cursor(self) -> Cursor:
-        return Cursor(self.adbc_connection)
+        cur = Cursor(self.adbc_connection)
+        self._cursors.add(cur)
+        return cur
 
     def rollback(self) -> None:
         self.adbc_connection.rollback()
 
     def close(self) -> None:
+        """Close its cursors first: a statement left open keeps the connection (and its read
+        lock on the database) alive past this call."""
+        for cur in list(self._cursors):
+            with contextlib.suppress(Exception):
+                cur.close()
         try:
-            self.adbc_connection.close()
+            if hasattr(self, "adbc_connection"):
+                self.adbc_connection.close()
         finally:
             self._db.close()
 
@@ -49,6 +68,7 @@ class Cursor:
 
         self.adbc_statement = adbc_driver_manager.AdbcStatement(conn)
         self._reader: pa.RecordBatchReader | None = None
+        self._closed = False
 
     def execute(self, sql: str, parameters: tuple[Any, ...] | None = None) -> None:
         self._close_reader()
@@ -78,6 +98,9 @@ class Cursor:
             self._reader = None
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._close_reader()
         finally:
